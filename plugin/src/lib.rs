@@ -1,1 +1,18 @@
-pub mod core {}
+//! Secretgate: a Cedar policy decision in front of Vault/OpenBao, as a
+//! proxy-wasm filter.
+//!
+//! Everything but `adapter` is a pure core with no proxy-wasm calls, tested
+//! and benchmarked natively; `adapter` binds it to the host.
+
+pub mod claims;
+pub mod classify;
+pub mod config;
+pub mod gate;
+pub mod identity;
+pub mod pairs;
+pub mod path;
+pub mod policy;
+pub mod policy_text;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;

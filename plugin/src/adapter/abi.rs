@@ -1,0 +1,195 @@
+//! The few proxy-wasm host calls the filter makes, with every status mapped
+//! to a typed error. The SDK's `hostcalls` panic on an unexpected status
+//! (and its map readers on non-UTF-8 values); a panic traps the VM and
+//! takes every request down, so the filter calls the ABI through here.
+
+use std::fmt;
+use std::ptr::null_mut;
+
+// Values from the proxy-wasm ABI 0.2.1 specification.
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+
+pub const LOG_INFO: u32 = 2;
+pub const LOG_ERROR: u32 = 4;
+pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+pub const MAP_REQUEST_HEADERS: u32 = 0;
+
+/// A host call that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed with status {}", self.call, self.status)
+    }
+}
+
+// The SDK declares the same imports with its own enum types; the wasm
+// signatures are identical (u32 in, u32 out).
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+fn check(call: &'static str, status: u32) -> Result<(), HostError> {
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostError { call, status })
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through the module's
+/// `proxy_on_memory_allocate`.
+fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host allocated `size` bytes at `data` with the SDK's
+    // allocator (a Vec<u8> of that capacity) and hands ownership over.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Logging must never fail the request; a failed log is dropped.
+pub fn log(level: u32, message: &str) {
+    // SAFETY: pointer and length describe a live &str.
+    let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+pub fn now_nanos() -> Result<u64, HostError> {
+    let mut nanos = 0u64;
+    // SAFETY: the host writes one u64 into a local.
+    check("proxy_get_current_time_nanoseconds", unsafe {
+        proxy_get_current_time_nanoseconds(&mut nanos)
+    })?;
+    Ok(nanos)
+}
+
+pub fn buffer(buffer_type: u32) -> Result<Vec<u8>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers to locals; the result is taken over by `owned`.
+    let status =
+        unsafe { proxy_get_buffer_bytes(buffer_type, 0, usize::MAX, &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(owned(data, size)),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        status => Err(HostError {
+            call: "proxy_get_buffer_bytes",
+            status,
+        }),
+    }
+}
+
+/// The raw pairs encoding of a header map (decode with `pairs::decode`).
+pub fn header_pairs(map_type: u32) -> Result<Vec<u8>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers to locals; the result is taken over by `owned`.
+    check("proxy_get_header_map_pairs", unsafe {
+        proxy_get_header_map_pairs(map_type, &mut data, &mut size)
+    })?;
+    Ok(owned(data, size))
+}
+
+pub fn replace_header(map_type: u32, name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live &strs.
+    check("proxy_replace_header_map_value", unsafe {
+        proxy_replace_header_map_value(
+            map_type,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn remove_header(map_type: u32, name: &str) -> Result<(), HostError> {
+    // SAFETY: pointer and length describe a live &str.
+    check("proxy_remove_header_map_value", unsafe {
+        proxy_remove_header_map_value(map_type, name.as_ptr(), name.len())
+    })
+}
+
+/// A property by path; `None` when the host has no such property.
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+    let serialized = path.join("\0");
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: the path is a live buffer; out-pointers to locals.
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(Some(owned(data, size))),
+        STATUS_NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "proxy_get_property",
+            status,
+        }),
+    }
+}
+
+pub fn send_local_response(
+    status_code: u32,
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+) -> Result<(), HostError> {
+    let serialized = crate::pairs::encode(headers);
+    let details = "secretgate";
+    // SAFETY: all pointers and lengths describe live buffers.
+    check("proxy_send_local_response", unsafe {
+        proxy_send_local_response(
+            status_code,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            -1,
+        )
+    })
+}

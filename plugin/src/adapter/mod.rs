@@ -1,0 +1,186 @@
+//! The thin host adapter: gathers request facts from proxy-wasm, hands them
+//! to the pure core, and carries out its verdict. Every host failure is a
+//! deny, never a pass-through.
+
+mod abi;
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+use crate::config::Config;
+use crate::gate::{error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
+use crate::identity::IdentitySource;
+use crate::pairs;
+use abi::HostError;
+
+const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(SecretgateRoot { config: None })
+    });
+}}
+
+struct SecretgateRoot {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for SecretgateRoot {}
+
+impl RootContext for SecretgateRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let loaded = abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Config::from_json(&bytes).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(config) => {
+                abi::log(
+                    abi::LOG_INFO,
+                    &format!(
+                        "secretgate: configuration loaded ({} policies)",
+                        config.engine.policy_count()
+                    ),
+                );
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(e) => {
+                // Returning false makes Envoy reject the configuration: never
+                // serve with a half-loaded policy set.
+                abi::log(
+                    abi::LOG_ERROR,
+                    &format!("secretgate: configuration rejected: {e}"),
+                );
+                self.config = None;
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(SecretgateHttp {
+            config: self.config.clone(),
+        }))
+    }
+}
+
+struct SecretgateHttp {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for SecretgateHttp {}
+
+impl HttpContext for SecretgateHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return respond_error(500, "secretgate is not configured");
+        };
+        match decide(&config) {
+            Ok(verdict) => carry_out(verdict),
+            Err(e) => {
+                abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
+                respond_error(500, "internal error")
+            }
+        }
+    }
+}
+
+fn property_text(path: &[&str]) -> Result<Option<String>, HostError> {
+    Ok(abi::property(path)?.and_then(|bytes| String::from_utf8(bytes).ok()))
+}
+
+fn decide(config: &Config) -> Result<Verdict, HostError> {
+    let raw_headers = abi::header_pairs(abi::MAP_REQUEST_HEADERS)?;
+    let malformed = HostError {
+        call: "proxy_get_header_map_pairs (decode)",
+        status: 0,
+    };
+    let headers = pairs::decode(&raw_headers).ok_or(malformed)?;
+    let pseudo = |name: &[u8]| -> Option<&str> {
+        let mut values = headers.iter().filter(|(k, _)| *k == name);
+        let (_, value) = values.next()?;
+        // A repeated pseudo-header is malformed; refuse rather than pick one.
+        if values.next().is_some() {
+            return None;
+        }
+        std::str::from_utf8(value).ok()
+    };
+    let method = pseudo(b":method").unwrap_or("");
+    let target = pseudo(b":path").unwrap_or("");
+    let source_address = property_text(&["source", "address"])?;
+    let jwt_payload = match &config.identity.source {
+        IdentitySource::Jwt {
+            payload_in_metadata,
+            ..
+        } => abi::property(&[
+            "metadata",
+            "filter_metadata",
+            JWT_AUTHN_METADATA,
+            payload_in_metadata,
+        ])?,
+        _ => None,
+    };
+    let peer_uri_san = match config.identity.source {
+        IdentitySource::Mtls => abi::property(&["connection", "uri_san_peer_certificate"])?,
+        _ => None,
+    };
+    let now_secs = i64::try_from(abi::now_nanos()? / 1_000_000_000).unwrap_or(i64::MAX);
+    Ok(config.decide(&RequestFacts {
+        method,
+        target,
+        headers: &headers,
+        source_address: source_address.as_deref(),
+        now_secs,
+        jwt_payload: jwt_payload.as_deref(),
+        peer_uri_san: peer_uri_san.as_deref(),
+    }))
+}
+
+fn apply_edits(edits: &ForwardEdits) -> Result<(), HostError> {
+    let map = abi::MAP_REQUEST_HEADERS;
+    if let Some(path) = &edits.path {
+        abi::replace_header(map, ":path", path)?;
+    }
+    match edits.namespace.as_deref() {
+        Some("") => abi::remove_header(map, "x-vault-namespace")?,
+        Some(namespace) => abi::replace_header(map, "x-vault-namespace", namespace)?,
+        None => {}
+    }
+    for name in &edits.remove_headers {
+        abi::remove_header(map, name)?;
+    }
+    Ok(())
+}
+
+fn carry_out(verdict: Verdict) -> Action {
+    abi::log(abi::LOG_INFO, &verdict.record.log_line());
+    match &verdict.action {
+        VerdictAction::Forward(edits) => match apply_edits(edits) {
+            Ok(()) => Action::Continue,
+            Err(e) => {
+                abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
+                respond_error(500, "internal error")
+            }
+        },
+        VerdictAction::Respond { status, body } => respond(*status, body),
+    }
+}
+
+fn respond_error(status: u32, message: &str) -> Action {
+    respond(status, &error_body(message, ""))
+}
+
+/// Answers locally and stops the request: it never reaches OpenBao.
+fn respond(status: u32, body: &str) -> Action {
+    let headers: [(&[u8], &[u8]); 1] = [(b"content-type", b"application/json")];
+    if let Err(e) = abi::send_local_response(status, &headers, body.as_bytes()) {
+        abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
+    }
+    Action::Pause
+}

@@ -1,0 +1,162 @@
+//! The plugin configuration: Envoy's `configuration` string, parsed and
+//! validated once. Any problem rejects the whole configuration, so Envoy
+//! never serves with a half-loaded policy set.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::classify::{MountError, MountTable};
+use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
+use crate::policy::{PolicyEngine, PolicyError};
+
+/// The configuration as operators write it (see README: Configuration).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    schema: String,
+    policies: String,
+    #[serde(default = "no_entities")]
+    entities: Value,
+    #[serde(default)]
+    mounts: BTreeMap<String, String>,
+    identity: RawIdentity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
+enum RawIdentity {
+    Header {
+        #[serde(default = "default_header")]
+        header: String,
+        #[serde(default = "default_principal_type")]
+        principal_type: String,
+    },
+    Jwt {
+        payload_in_metadata: String,
+        #[serde(default = "default_principal_claim")]
+        principal_claim: String,
+        #[serde(default = "default_principal_type")]
+        principal_type: String,
+    },
+    Mtls {
+        #[serde(default = "default_principal_type")]
+        principal_type: String,
+    },
+}
+
+fn no_entities() -> Value {
+    Value::Array(Vec::new())
+}
+
+fn default_header() -> String {
+    "x-secretgate-principal".into()
+}
+
+fn default_principal_type() -> String {
+    "Workload".into()
+}
+
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Json(String),
+    Mounts(MountError),
+    Identity(String),
+    Policy(PolicyError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Json(e) => write!(f, "configuration: {e}"),
+            ConfigError::Mounts(e) => write!(f, "mounts: {e}"),
+            ConfigError::Identity(e) => write!(f, "identity: {e}"),
+            ConfigError::Policy(e) => write!(f, "policies: {e}"),
+        }
+    }
+}
+
+/// A validated configuration, ready to serve requests.
+#[derive(Debug)]
+pub struct Config {
+    pub engine: PolicyEngine,
+    pub mounts: MountTable,
+    pub identity: IdentityConfig,
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        if !raw.entities.is_array() {
+            return Err(ConfigError::Json("entities must be a JSON array".into()));
+        }
+        let mounts = MountTable::from_config(&raw.mounts).map_err(ConfigError::Mounts)?;
+        let (source, principal_type) = match raw.identity {
+            RawIdentity::Header {
+                header,
+                principal_type,
+            } => {
+                if !is_header_name(&header) {
+                    return Err(ConfigError::Identity(format!(
+                        "header {header:?} must be a lower-case header name"
+                    )));
+                }
+                (IdentitySource::Header { header }, principal_type)
+            }
+            RawIdentity::Jwt {
+                payload_in_metadata,
+                principal_claim,
+                principal_type,
+            } => {
+                if payload_in_metadata.is_empty() || principal_claim.is_empty() {
+                    return Err(ConfigError::Identity(
+                        "payload_in_metadata and principal_claim must not be empty".into(),
+                    ));
+                }
+                (
+                    IdentitySource::Jwt {
+                        payload_in_metadata,
+                        principal_claim,
+                    },
+                    principal_type,
+                )
+            }
+            RawIdentity::Mtls { principal_type } => (IdentitySource::Mtls, principal_type),
+        };
+        let engine = PolicyEngine::load(&raw.schema, &raw.policies, &raw.entities, &principal_type)
+            .map_err(ConfigError::Policy)?;
+        if let IdentitySource::Jwt {
+            principal_claim, ..
+        } = &source
+        {
+            if !can_name_principal(engine.claims_shape().claim_type(principal_claim)) {
+                return Err(ConfigError::Identity(format!(
+                    "principal_claim {principal_claim:?} is declared in the schema as a type that cannot name a principal"
+                )));
+            }
+        }
+        Ok(Config {
+            engine,
+            mounts,
+            identity: IdentityConfig {
+                source,
+                principal_type,
+            },
+        })
+    }
+}

@@ -1,0 +1,336 @@
+//! One decision per request: identity, classification, Cedar evaluation.
+//! Pure: the host adapter gathers the facts and carries out the verdict.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use crate::classify::{Action, ClassifyError, HttpRequest, ResourceRef};
+use crate::config::Config;
+use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
+use crate::policy::AccessRequest;
+
+/// Headers that would let a client make OpenBao run a different operation
+/// than the method the filter classified.
+const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [
+    b"x-http-method-override",
+    b"x-http-method",
+    b"x-method-override",
+];
+const NAMESPACE_HEADER: &[u8] = b"x-vault-namespace";
+const REQUEST_ID_HEADER: &[u8] = b"x-request-id";
+
+/// What the host observed about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// Raw `:path`, query included.
+    pub target: &'a str,
+    /// Every request header; names lower-case, as Envoy presents them.
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    /// Envoy's `source.address` (`ip:port`).
+    pub source_address: Option<&'a str>,
+    pub now_secs: i64,
+    /// The pairs-encoded `jwt_authn` payload, when the source is `jwt`.
+    pub jwt_payload: Option<&'a [u8]>,
+    /// The peer's URI SAN, when the source is `mtls`.
+    pub peer_uri_san: Option<&'a [u8]>,
+}
+
+/// Why a request was allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    DeniedByPolicy,
+    EvaluationError,
+    NoIdentity,
+    BadRequest,
+    MethodNotAllowed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allow",
+            Outcome::DeniedByPolicy => "deny",
+            Outcome::EvaluationError => "error",
+            Outcome::NoIdentity => "unauthenticated",
+            Outcome::BadRequest => "bad_request",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+/// Everything worth recording about the decision. Never holds a token or
+/// a body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    pub request_id: String,
+    pub principal: Option<(String, String)>,
+    pub action: Option<Action>,
+    pub resource: Option<ResourceRef>,
+    pub outcome: Outcome,
+    /// A fixed description of why, for logs.
+    pub reason: String,
+    pub policies: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl DecisionRecord {
+    fn new(request_id: String) -> Self {
+        DecisionRecord {
+            request_id,
+            principal: None,
+            action: None,
+            resource: None,
+            outcome: Outcome::BadRequest,
+            reason: String::new(),
+            policies: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// One log line: who, what, which decision, which policies.
+    pub fn log_line(&self) -> String {
+        let mut line = format!(
+            "secretgate decision={} request_id={:?}",
+            self.outcome.as_str(),
+            self.request_id
+        );
+        if let Some((kind, id)) = &self.principal {
+            let _ = write!(line, " principal={kind}::{id:?}");
+        }
+        if let Some(action) = self.action {
+            let _ = write!(line, " action={}", action.as_str());
+        }
+        if let Some(resource) = &self.resource {
+            let _ = write!(line, " resource={resource}");
+        }
+        let _ = write!(line, " reason={:?}", self.reason);
+        if !self.policies.is_empty() {
+            let _ = write!(line, " policies={:?}", self.policies);
+        }
+        if !self.errors.is_empty() {
+            let _ = write!(line, " errors={:?}", self.errors);
+        }
+        line
+    }
+}
+
+/// Header edits that make OpenBao see exactly what was authorised.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForwardEdits {
+    /// Replace `:path` with the canonical form, when it differs.
+    pub path: Option<String>,
+    /// Replace `X-Vault-Namespace` with the canonical form ("" removes it).
+    pub namespace: Option<String>,
+    /// Headers that must not reach OpenBao.
+    pub remove_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictAction {
+    Forward(ForwardEdits),
+    Respond { status: u32, body: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub action: VerdictAction,
+    pub record: DecisionRecord,
+}
+
+/// Vault's error shape, plus the request id so a caller can quote it.
+pub fn error_body(message: &str, request_id: &str) -> String {
+    json!({"errors": [message], "request_id": request_id}).to_string()
+}
+
+fn header_values<'a>(headers: &[(&'a [u8], &'a [u8])], name: &[u8]) -> Vec<&'a [u8]> {
+    headers
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| *value)
+        .collect()
+}
+
+/// The IP of Envoy's `source.address` (`1.2.3.4:5`, `[::1]:5`).
+fn source_ip(address: &str) -> Option<IpAddr> {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    if let Ok(ip) = address.parse() {
+        return Some(ip);
+    }
+    address.rsplit_once(':')?.0.parse().ok()
+}
+
+fn deny(
+    mut record: DecisionRecord,
+    outcome: Outcome,
+    status: u32,
+    message: &str,
+    reason: String,
+) -> Verdict {
+    record.outcome = outcome;
+    record.reason = reason;
+    let body = error_body(message, &record.request_id);
+    Verdict {
+        action: VerdictAction::Respond { status, body },
+        record,
+    }
+}
+
+impl Config {
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Verdict {
+        let request_id = header_values(facts.headers, REQUEST_ID_HEADER)
+            .first()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut record = DecisionRecord::new(request_id);
+
+        let identity_header = match &self.identity.source {
+            IdentitySource::Header { header } => Some(header.as_str()),
+            _ => None,
+        };
+        let evidence = IdentityEvidence {
+            header_values: identity_header
+                .map(|name| header_values(facts.headers, name.as_bytes()))
+                .unwrap_or_default(),
+            jwt_payload: facts.jwt_payload,
+            peer_uri_san: facts.peer_uri_san,
+        };
+        let principal = match self
+            .identity
+            .principal(&evidence, self.engine.claims_shape())
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let message = match e {
+                    IdentityError::Missing => "missing client identity",
+                    _ => "invalid client identity",
+                };
+                return deny(record, Outcome::NoIdentity, 401, message, e.to_string());
+            }
+        };
+        record.principal = Some((principal.entity_type.clone(), principal.id.clone()));
+
+        if METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|name| !header_values(facts.headers, name).is_empty())
+        {
+            let reason = "method override header".to_owned();
+            return deny(record, Outcome::BadRequest, 400, &reason, reason.clone());
+        }
+        let namespaces = header_values(facts.headers, NAMESPACE_HEADER);
+        let namespace = match namespaces.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            _ => {
+                let reason = "namespace header sent more than once".to_owned();
+                return deny(record, Outcome::BadRequest, 400, &reason, reason.clone());
+            }
+        };
+        let request = HttpRequest {
+            method: facts.method,
+            target: facts.target,
+            namespace,
+        };
+        let classification = match self.mounts.classify(&request) {
+            Ok(c) => c,
+            Err(e) => {
+                let (outcome, message) = match e {
+                    ClassifyError::MethodNotAllowed => {
+                        (Outcome::MethodNotAllowed, "unsupported method".to_owned())
+                    }
+                    ClassifyError::Path(p) => {
+                        (Outcome::BadRequest, format!("invalid request path: {p}"))
+                    }
+                };
+                return deny(record, outcome, e.status(), &message, e.reason().to_owned());
+            }
+        };
+        record.action = Some(classification.action);
+        record.resource = Some(classification.resource.clone());
+
+        let Some(ip) = facts.source_address.and_then(source_ip) else {
+            let reason = "source address unavailable".to_owned();
+            return deny(
+                record,
+                Outcome::EvaluationError,
+                403,
+                "permission denied",
+                reason,
+            );
+        };
+        let ip_text = ip.to_string();
+        let evaluation = self.engine.evaluate(&AccessRequest {
+            principal: &principal,
+            action: classification.action,
+            resource: &classification.resource,
+            method: facts.method,
+            source_ip: &ip_text,
+            now_secs: facts.now_secs,
+            namespace: &classification.namespace,
+        });
+        record.policies = evaluation.policies;
+        record.errors = evaluation.errors;
+        if !evaluation.allowed {
+            let (outcome, reason) = if record.errors.is_empty() {
+                (
+                    Outcome::DeniedByPolicy,
+                    if record.policies.is_empty() {
+                        "no policy permits the request"
+                    } else {
+                        "a forbid policy applies"
+                    },
+                )
+            } else {
+                (Outcome::EvaluationError, "policy evaluation failed")
+            };
+            return deny(record, outcome, 403, "permission denied", reason.to_owned());
+        }
+
+        record.outcome = Outcome::Allowed;
+        record.reason = "permitted".to_owned();
+        let edits = ForwardEdits {
+            path: (classification.canonical_target != facts.target)
+                .then_some(classification.canonical_target),
+            namespace: namespace
+                .filter(|raw| *raw != classification.namespace.as_bytes())
+                .map(|_| classification.namespace.clone()),
+            remove_headers: identity_header.map(str::to_owned).into_iter().collect(),
+        };
+        Verdict {
+            action: VerdictAction::Forward(edits),
+            record,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ip_handles_v4_v6_and_bare_addresses() {
+        assert_eq!(
+            source_ip("127.0.0.1:5000"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(source_ip("[::1]:5000"), Some("::1".parse().unwrap()));
+        assert_eq!(source_ip("::1"), Some("::1".parse().unwrap()));
+        assert_eq!(source_ip("pipe:/tmp/x"), None);
+    }
+
+    #[test]
+    fn error_body_is_vault_shaped() {
+        let body: serde_json::Value =
+            serde_json::from_str(&error_body("permission denied", "abc")).unwrap();
+        assert_eq!(
+            body,
+            json!({"errors": ["permission denied"], "request_id": "abc"})
+        );
+    }
+}

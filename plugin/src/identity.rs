@@ -1,0 +1,270 @@
+//! Who is calling. The Vault token is never the identity: the caller is
+//! whoever Envoy authenticated (a `jwt_authn`-verified token, an mTLS peer)
+//! or, in development only, whoever a trusted header names.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::claims::{ClaimType, ClaimsError, ClaimsShape};
+use crate::pairs;
+
+/// Where the caller's identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A header set by something trusted in front of Envoy. Development only.
+    Header { header: String },
+    /// Claims `jwt_authn` verified and stored under `payload_in_metadata`.
+    Jwt {
+        payload_in_metadata: String,
+        principal_claim: String,
+    },
+    /// The URI SAN (SPIFFE ID) of the verified client certificate.
+    Mtls,
+}
+
+/// How a request's caller becomes a Cedar principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    pub source: IdentitySource,
+    /// Cedar entity type of the principal, e.g. `Workload` or `User`.
+    pub principal_type: String,
+}
+
+/// What the host observed about the caller. The adapter fills in only what
+/// the configured source needs.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityEvidence<'a> {
+    /// Every value of the configured identity header.
+    pub header_values: Vec<&'a [u8]>,
+    /// The pairs-encoded `jwt_authn` payload from dynamic metadata.
+    pub jwt_payload: Option<&'a [u8]>,
+    /// `connection.uri_san_peer_certificate`.
+    pub peer_uri_san: Option<&'a [u8]>,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub entity_type: String,
+    pub id: String,
+    /// Claims declared by the schema, typed; empty for non-JWT sources.
+    pub claims: Map<String, Value>,
+}
+
+/// Why no principal could be established; every one is a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    Missing,
+    /// The identity header was sent more than once.
+    Ambiguous,
+    /// The principal claim is absent from a verified token.
+    MissingPrincipalClaim,
+    /// The identity is empty, too long, not UTF-8, has control characters,
+    /// or (mTLS) is not a SPIFFE ID.
+    Malformed,
+    Claims(ClaimsError),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Missing => f.write_str("no client identity"),
+            IdentityError::Ambiguous => f.write_str("identity header sent more than once"),
+            IdentityError::MissingPrincipalClaim => f.write_str("token lacks the principal claim"),
+            IdentityError::Malformed => f.write_str("malformed client identity"),
+            IdentityError::Claims(e) => e.fmt(f),
+        }
+    }
+}
+
+const MAX_PRINCIPAL_LEN: usize = 1024;
+
+fn principal_id(raw: &[u8]) -> Result<String, IdentityError> {
+    let text = std::str::from_utf8(raw).map_err(|_| IdentityError::Malformed)?;
+    if text.is_empty() || text.len() > MAX_PRINCIPAL_LEN || text.chars().any(char::is_control) {
+        return Err(IdentityError::Malformed);
+    }
+    Ok(text.to_owned())
+}
+
+impl IdentityConfig {
+    pub fn principal(
+        &self,
+        evidence: &IdentityEvidence<'_>,
+        shape: &ClaimsShape,
+    ) -> Result<Principal, IdentityError> {
+        let (id, claims) = match &self.source {
+            IdentitySource::Header { .. } => match evidence.header_values.as_slice() {
+                [] => return Err(IdentityError::Missing),
+                [value] => (principal_id(value)?, Map::new()),
+                _ => return Err(IdentityError::Ambiguous),
+            },
+            IdentitySource::Mtls => {
+                let san = evidence.peer_uri_san.ok_or(IdentityError::Missing)?;
+                let id = principal_id(san)?;
+                if !id.starts_with("spiffe://") {
+                    return Err(IdentityError::Malformed);
+                }
+                (id, Map::new())
+            }
+            IdentitySource::Jwt {
+                principal_claim, ..
+            } => {
+                let payload = evidence.jwt_payload.ok_or(IdentityError::Missing)?;
+                let entries =
+                    pairs::decode(payload).ok_or(IdentityError::Claims(ClaimsError::Malformed))?;
+                let claims = shape.decode(&entries).map_err(IdentityError::Claims)?;
+                let id = match claims.get(principal_claim) {
+                    // A schema-typed claim is already decoded correctly.
+                    Some(Value::String(s)) => principal_id(s.as_bytes())?,
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(_) => return Err(IdentityError::Malformed),
+                    None => {
+                        let raw = entries
+                            .iter()
+                            .find(|(name, _)| *name == principal_claim.as_bytes())
+                            .map(|(_, value)| *value)
+                            .ok_or(IdentityError::MissingPrincipalClaim)?;
+                        principal_id(raw)?
+                    }
+                };
+                (id, claims)
+            }
+        };
+        Ok(Principal {
+            entity_type: self.principal_type.clone(),
+            id,
+            claims,
+        })
+    }
+}
+
+/// Whether a claim type can name a principal.
+pub fn can_name_principal(claim_type: Option<ClaimType>) -> bool {
+    matches!(claim_type, None | Some(ClaimType::String | ClaimType::Long))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(source: IdentitySource) -> IdentityConfig {
+        IdentityConfig {
+            source,
+            principal_type: "Workload".into(),
+        }
+    }
+
+    fn jwt() -> IdentityConfig {
+        config(IdentitySource::Jwt {
+            payload_in_metadata: "ci_claims".into(),
+            principal_claim: "sub".into(),
+        })
+    }
+
+    fn shape() -> ClaimsShape {
+        let schema = r#"entity Workload;
+            action read appliesTo { principal: Workload, resource: Workload,
+              context: { claims: { repository?: String, run_number?: Long } } };"#;
+        let (json, _) = cedar_policy::schema_str_to_json_with_resolved_types(schema).unwrap();
+        ClaimsShape::from_schema_json(&json).unwrap()
+    }
+
+    #[test]
+    fn header_identity_needs_exactly_one_clean_value() {
+        let header = config(IdentitySource::Header {
+            header: "x-secretgate-principal".into(),
+        });
+        let with = |values: Vec<&'static [u8]>| {
+            header.principal(
+                &IdentityEvidence {
+                    header_values: values,
+                    ..Default::default()
+                },
+                &ClaimsShape::default(),
+            )
+        };
+        assert_eq!(with(vec![b"ci-bot"]).unwrap().id, "ci-bot");
+        assert_eq!(with(vec![]), Err(IdentityError::Missing));
+        assert_eq!(with(vec![b"a", b"b"]), Err(IdentityError::Ambiguous));
+        assert_eq!(with(vec![b""]), Err(IdentityError::Malformed));
+        assert_eq!(with(vec![b"a\nb"]), Err(IdentityError::Malformed));
+        assert_eq!(with(vec![b"\xff"]), Err(IdentityError::Malformed));
+    }
+
+    #[test]
+    fn mtls_identity_is_a_spiffe_id() {
+        let mtls = config(IdentitySource::Mtls);
+        let with = |san: Option<&'static [u8]>| {
+            mtls.principal(
+                &IdentityEvidence {
+                    peer_uri_san: san,
+                    ..Default::default()
+                },
+                &ClaimsShape::default(),
+            )
+        };
+        assert_eq!(
+            with(Some(b"spiffe://acme.test/ci/api")).unwrap().id,
+            "spiffe://acme.test/ci/api"
+        );
+        assert_eq!(with(None), Err(IdentityError::Missing));
+        assert_eq!(
+            with(Some(b"https://acme.test")),
+            Err(IdentityError::Malformed)
+        );
+    }
+
+    #[test]
+    fn jwt_identity_takes_the_principal_claim_and_typed_claims() {
+        let run = 42f64.to_le_bytes();
+        let payload = pairs::encode(&[
+            (b"sub", b"repo:acme/api:ref:refs/heads/main"),
+            (b"repository", b"acme/api"),
+            (b"run_number", &run),
+        ]);
+        let principal = jwt()
+            .principal(
+                &IdentityEvidence {
+                    jwt_payload: Some(&payload),
+                    ..Default::default()
+                },
+                &shape(),
+            )
+            .unwrap();
+        assert_eq!(principal.id, "repo:acme/api:ref:refs/heads/main");
+        assert_eq!(principal.entity_type, "Workload");
+        assert_eq!(
+            Value::Object(principal.claims),
+            serde_json::json!({"repository": "acme/api", "run_number": 42})
+        );
+    }
+
+    #[test]
+    fn jwt_identity_fails_closed() {
+        let no_sub = pairs::encode(&[(b"repository", b"acme/api")]);
+        let bad_type = pairs::encode(&[(b"sub", b"x"), (b"run_number", b"42")]);
+        for (payload, expected) in [
+            (None, IdentityError::Missing),
+            (Some(&no_sub[..]), IdentityError::MissingPrincipalClaim),
+            (
+                Some(&b"garbage"[..]),
+                IdentityError::Claims(ClaimsError::Malformed),
+            ),
+            (
+                Some(&bad_type[..]),
+                IdentityError::Claims(ClaimsError::WrongType("run_number".into())),
+            ),
+        ] {
+            let result = jwt().principal(
+                &IdentityEvidence {
+                    jwt_payload: payload,
+                    ..Default::default()
+                },
+                &shape(),
+            );
+            assert_eq!(result, Err(expected));
+        }
+    }
+}

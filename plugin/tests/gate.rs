@@ -1,0 +1,412 @@
+//! The whole decision, natively: configuration → identity → classification
+//! → Cedar, using the demo policy set in `policies/`.
+
+use secretgate::config::{Config, ConfigError};
+use secretgate::gate::{Outcome, RequestFacts, Verdict, VerdictAction};
+use secretgate::pairs;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "hvs.CAESIJ-this-is-a-vault-token";
+
+fn policies_dir(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/../policies/{file}", env!("CARGO_MANIFEST_DIR")))
+        .expect("policy file")
+}
+
+fn demo_config(identity: Value) -> Value {
+    json!({
+        "schema": policies_dir("schema.cedarschema"),
+        "policies": policies_dir("policies.cedar"),
+        "entities": serde_json::from_str::<Value>(&policies_dir("entities.json")).unwrap(),
+        "mounts": {"secret": "kv-v2", "kv": "kv-v1"},
+        "identity": identity,
+    })
+}
+
+fn jwt_config() -> Config {
+    let config = demo_config(json!({"source": "jwt", "payload_in_metadata": "ci_claims"}));
+    Config::from_json(config.to_string().as_bytes()).expect("demo config loads")
+}
+
+fn github_claims(repository: &str, git_ref: &str, protected: bool) -> Vec<u8> {
+    let sub = format!("repo:{repository}:ref:{git_ref}");
+    let iat = 1_700_000_000f64.to_le_bytes();
+    let protected = if protected { "true" } else { "false" };
+    pairs::encode(&[
+        (b"iss", b"https://ci.secretgate.local"),
+        (b"sub", sub.as_bytes()),
+        (b"repository", repository.as_bytes()),
+        (b"ref", git_ref.as_bytes()),
+        (b"ref_protected", protected.as_bytes()),
+        (b"environment", b"production"),
+        (b"iat", &iat),
+        (b"not_in_schema", b"ignored"),
+    ])
+}
+
+struct Call<'a> {
+    method: &'a str,
+    target: &'a str,
+    headers: Vec<(&'a [u8], &'a [u8])>,
+    jwt: Option<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    fn get(target: &'a str) -> Self {
+        Call {
+            method: "GET",
+            target,
+            headers: vec![
+                (b"x-vault-token", TOKEN.as_bytes()),
+                (b"x-request-id", b"req-1"),
+            ],
+            jwt: None,
+        }
+    }
+    fn method(mut self, method: &'a str) -> Self {
+        self.method = method;
+        self
+    }
+    fn jwt(mut self, payload: Vec<u8>) -> Self {
+        self.jwt = Some(payload);
+        self
+    }
+    fn header(mut self, name: &'a str, value: &'a str) -> Self {
+        self.headers.push((name.as_bytes(), value.as_bytes()));
+        self
+    }
+    fn decide(&self, config: &Config) -> Verdict {
+        let verdict = config.decide(&RequestFacts {
+            method: self.method,
+            target: self.target,
+            headers: &self.headers,
+            source_address: Some("127.0.0.1:40000"),
+            now_secs: 1_700_000_100,
+            jwt_payload: self.jwt.as_deref(),
+            peer_uri_san: None,
+        });
+        assert_no_token(&verdict);
+        verdict
+    }
+}
+
+fn assert_no_token(verdict: &Verdict) {
+    let rendered = format!("{verdict:?} {}", verdict.record.log_line());
+    assert!(!rendered.contains(TOKEN), "token leaked: {rendered}");
+}
+
+fn status(verdict: &Verdict) -> u32 {
+    match &verdict.action {
+        VerdictAction::Forward(_) => 200,
+        VerdictAction::Respond { status, .. } => *status,
+    }
+}
+
+fn body(verdict: &Verdict) -> Value {
+    match &verdict.action {
+        VerdictAction::Respond { body, .. } => serde_json::from_str(body).unwrap(),
+        VerdictAction::Forward(_) => Value::Null,
+    }
+}
+
+#[test]
+fn a_ci_job_reads_its_own_repository_secret() {
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&verdict), 200, "{}", verdict.record.log_line());
+    assert_eq!(verdict.record.outcome, Outcome::Allowed);
+    assert_eq!(verdict.record.policies, ["ci-acme-api-reads-own-secrets"]);
+    assert_eq!(
+        verdict.record.principal,
+        Some((
+            "Workload".into(),
+            "repo:acme/api:ref:refs/heads/main".into()
+        ))
+    );
+}
+
+#[test]
+fn a_ci_job_cannot_read_another_repository_secret() {
+    let verdict = Call::get("/v1/secret/data/ci/acme/web/token")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&verdict), 403);
+    assert_eq!(verdict.record.outcome, Outcome::DeniedByPolicy);
+    assert_eq!(
+        body(&verdict),
+        json!({"errors": ["permission denied"], "request_id": "req-1"})
+    );
+    // Which policy decided goes to the log, never to the caller.
+    assert!(!body(&verdict).to_string().contains("ci-"));
+}
+
+#[test]
+fn unprotected_branches_are_forbidden_by_name() {
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/feature-x", false))
+        .decide(&jwt_config());
+    assert_eq!(status(&verdict), 403);
+    assert_eq!(verdict.record.policies, ["ci-protected-branches-only"]);
+    assert!(verdict
+        .record
+        .log_line()
+        .contains("ci-protected-branches-only"));
+}
+
+#[test]
+fn contractors_never_reach_production_even_when_release_permits() {
+    let release = Call::get("/v1/secret/data/prod/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&release), 200, "{}", release.record.log_line());
+    let contractor = Call::get("/v1/secret/data/prod/acme/api/db")
+        .jwt(github_claims("acme/vendor-sync", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&contractor), 403);
+    assert_eq!(contractor.record.policies, ["contractors-never-production"]);
+}
+
+#[test]
+fn kv_v1_and_list_are_governed() {
+    let config = jwt_config();
+    let claims = || github_claims("acme/api", "refs/heads/main", true);
+    let kv1 = Call::get("/v1/kv/ci/acme/api/legacy")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&kv1), 200);
+    let list = Call::get("/v1/secret/metadata/ci/acme/api")
+        .method("LIST")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&list), 200);
+    let list_other = Call::get("/v1/secret/metadata/ci/acme/web?list=true")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&list_other), 403);
+    let write = Call::get("/v1/secret/data/ci/acme/api/db")
+        .method("POST")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&write), 403, "the demo grants no writes");
+}
+
+#[test]
+fn no_identity_is_401_and_never_uses_the_vault_token() {
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db").decide(&jwt_config());
+    assert_eq!(status(&verdict), 401);
+    assert_eq!(verdict.record.outcome, Outcome::NoIdentity);
+    assert_eq!(body(&verdict)["errors"], json!(["missing client identity"]));
+}
+
+#[test]
+fn header_identity_for_development() {
+    let config = demo_config(
+        json!({"source": "header", "header": "x-secretgate-principal", "principal_type": "Workload"}),
+    );
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    // Without claims the repository conditions cannot hold: denied.
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .header(
+            "x-secretgate-principal",
+            "repo:acme/api:ref:refs/heads/main",
+        )
+        .decide(&config);
+    assert_eq!(status(&verdict), 403);
+    assert_eq!(
+        verdict.record.principal,
+        Some((
+            "Workload".into(),
+            "repo:acme/api:ref:refs/heads/main".into()
+        ))
+    );
+    let twice = Call::get("/v1/secret/data/ci/acme/api/db")
+        .header("x-secretgate-principal", "a")
+        .header("x-secretgate-principal", "b")
+        .decide(&config);
+    assert_eq!(status(&twice), 401);
+}
+
+#[test]
+fn path_variants_are_forwarded_in_canonical_form_or_refused() {
+    let config = jwt_config();
+    let claims = || github_claims("acme/api", "refs/heads/main", true);
+    let variant = Call::get("/v1/secret//data/./ci/acme/api/x/../db")
+        .jwt(claims())
+        .decide(&config);
+    match &variant.action {
+        VerdictAction::Forward(edits) => {
+            assert_eq!(
+                edits.path.as_deref(),
+                Some("/v1/secret/data/ci/acme/api/db")
+            );
+        }
+        other => panic!("expected forward, got {other:?}"),
+    }
+    // A variant that lands on another repository's secret is that secret.
+    let sneaky = Call::get("/v1/secret/data/ci/acme/api/%2e%2e/web/token")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&sneaky), 403);
+    assert_eq!(
+        sneaky
+            .record
+            .resource
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("Secret::\"secret/ci/acme/web/token\"")
+    );
+    for refused in [
+        "/v1/secret/data/ci%2Facme/api/db",
+        "/v1/secret/../kv/ci/acme/api/legacy",
+        "/v1/secret/data/ci/acme/api/db%00",
+    ] {
+        let verdict = Call::get(refused).jwt(claims()).decide(&config);
+        assert_eq!(status(&verdict), 400, "{refused}");
+        assert!(body(&verdict)["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request path"));
+    }
+}
+
+#[test]
+fn method_tricks_are_refused() {
+    let config = jwt_config();
+    let claims = || github_claims("acme/api", "refs/heads/main", true);
+    let override_header = Call::get("/v1/secret/data/ci/acme/api/db")
+        .header("x-http-method-override", "DELETE")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&override_header), 400);
+    let trace = Call::get("/v1/secret/data/ci/acme/api/db")
+        .method("TRACE")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&trace), 405);
+    let two_namespaces = Call::get("/v1/secret/data/ci/acme/api/db")
+        .header("x-vault-namespace", "a")
+        .header("x-vault-namespace", "b")
+        .jwt(claims())
+        .decide(&config);
+    assert_eq!(status(&two_namespaces), 400);
+}
+
+#[test]
+fn unknown_endpoints_are_other_and_denied() {
+    let verdict = Call::get("/v1/sys/wrapping/unwrap")
+        .method("POST")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&verdict), 403);
+    let cubbyhole = Call::get("/v1/cubbyhole/response")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&jwt_config());
+    assert_eq!(status(&cubbyhole), 403);
+}
+
+#[test]
+fn a_claim_of_the_wrong_type_fails_closed() {
+    let iat = b"not-a-double";
+    let payload = pairs::encode(&[
+        (b"sub", b"repo:acme/api:ref:refs/heads/main"),
+        (b"repository", b"acme/api"),
+        (b"ref_protected", b"true"),
+        (b"iat", iat),
+    ]);
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(payload)
+        .decide(&jwt_config());
+    assert_eq!(status(&verdict), 401);
+}
+
+fn load_error(config: Value) -> String {
+    match Config::from_json(config.to_string().as_bytes()) {
+        Ok(_) => panic!("configuration should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn with(mut config: Value, key: &str, value: Value) -> Value {
+    config[key] = value;
+    config
+}
+
+#[test]
+fn the_minimal_contract_loads_as_is() {
+    let minimal = json!({
+        "schema": policies_dir("schema.cedarschema"),
+        "policies": "permit(principal, action == Action::\"read\", resource in Path::\"secret/ci\");",
+        "entities": [],
+        "mounts": {"secret": "kv-v2", "kv": "kv-v1"},
+        "identity": {"source": "header", "header": "x-secretgate-principal", "principal_type": "Workload"}
+    });
+    Config::from_json(minimal.to_string().as_bytes()).expect("minimal form loads");
+}
+
+#[test]
+fn configuration_errors_are_named_precisely() {
+    let base = demo_config(json!({"source": "jwt", "payload_in_metadata": "ci_claims"}));
+    assert!(matches!(
+        Config::from_json(b"{not json"),
+        Err(ConfigError::Json(_))
+    ));
+    assert!(load_error(with(base.clone(), "surprise", json!(1))).contains("unknown field"));
+    assert!(
+        load_error(with(base.clone(), "identity", json!({"source": "token"}))).contains("token")
+    );
+    assert!(load_error(with(
+        base.clone(),
+        "identity",
+        json!({"source": "jwt", "payload_in_metadata": "x", "extra": 1})
+    ))
+    .contains("unknown field"));
+    assert!(load_error(with(base.clone(), "mounts", json!({"secret": "kv-v9"}))).contains("kv-v9"));
+
+    let syntax = "@id(\"fine\")\npermit(principal, action, resource);\n@id(\"broken\")\npermit(principal, action resource);";
+    let error = load_error(with(base.clone(), "policies", json!(syntax)));
+    assert!(error.contains("policy \"broken\" (line 4)"), "{error}");
+
+    let ill_typed =
+        "@id(\"typo\")\npermit(principal, action, resource) when { context.claims.repo == \"x\" };";
+    let error = load_error(with(base.clone(), "policies", json!(ill_typed)));
+    assert!(error.contains("policy \"typo\""), "{error}");
+
+    let deep = format!(
+        "@id(\"deep\") permit(principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(200),
+        ")".repeat(200)
+    );
+    let error = load_error(with(base.clone(), "policies", json!(deep)));
+    assert!(
+        error.contains("policy \"deep\"") && error.contains("nesting"),
+        "{error}"
+    );
+
+    let error = load_error(with(
+        base.clone(),
+        "entities",
+        json!([{"uid": {"type": "Workload", "id": "x"}, "attrs": {"surprise": 1}, "parents": []}]),
+    ));
+    assert!(error.contains("entities"), "{error}");
+
+    let no_unwrap = policies_dir("schema.cedarschema").replace("unwrap, ", "");
+    assert!(
+        load_error(with(base.clone(), "schema", json!(no_unwrap))).contains("Action::\"unwrap\"")
+    );
+
+    let no_context = policies_dir("schema.cedarschema").replace("  namespace: String,\n", "");
+    assert!(load_error(with(base.clone(), "schema", json!(no_context)))
+        .contains("schema does not accept"));
+
+    let bad_principal = with(
+        base.clone(),
+        "identity",
+        json!({"source": "mtls", "principal_type": "Robot"}),
+    );
+    assert!(load_error(bad_principal).contains("Robot"));
+
+    let templates = "permit(principal == ?principal, action, resource);";
+    assert!(load_error(with(base, "policies", json!(templates))).contains("templates"));
+}
