@@ -922,10 +922,14 @@ def _cmd_up(args) -> int:
     keeper = _spawn(argv, keeper_log, dict(os.environ))
     try:
         state = _wait_for_keeper(keeper, run_dir, 3 * STARTUP_TIMEOUT_S)
-    except BaseException:
+    except BaseException as error:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even on a second Ctrl-C
         stop_process(keeper.pid, None, keeper)
         down(run_dir)
-        print(f"stack failed to start; {keeper_log}:\n{_log_tail(keeper_log, offset)}", file=sys.stderr)
+        if isinstance(error, KeyboardInterrupt):
+            print("interrupted; everything started was stopped", file=sys.stderr)
+            return 130
+        print(f"stack failed to start ({error}); {keeper_log}:\n{_log_tail(keeper_log, offset)}", file=sys.stderr)
         return 1
     print(f"OpenBao  {state['bao']['url']}  (pid {state['bao']['pid']}, audit log {state['bao']['audit_log']})")
     print(f"Envoy    {state['envoy']['url']}  (pid {state['envoy']['pid']}, admin {state['envoy']['admin_url']})")
@@ -948,6 +952,8 @@ def _wait_for_keeper(keeper: subprocess.Popen, run_dir: Path, timeout: float) ->
 
 
 def _cmd_down(args) -> int:
+    # Finish stopping even if Ctrl-C is pressed again: a half-done down leaves orphans.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stopped = down(args.run_dir)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     return 0
