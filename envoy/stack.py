@@ -596,13 +596,15 @@ class Stack:
             "server",
             "-dev",
             f"-config={config}",
-            f"-dev-root-token-id={self.root_token}",
             f"-dev-listen-address={LOOPBACK}:{self.bao_port}",
             "-dev-no-store-token",
         ]
         log = self.path("bao.log")
         offset = _file_size(log)
-        self._bao = _spawn(argv, log, _child_env(home))
+        env = _child_env(home)
+        # From the environment, not argv: a token on the command line is visible in `ps`.
+        env["BAO_DEV_ROOT_TOKEN_ID"] = self.root_token
+        self._bao = _spawn(argv, log, env)
         self._write_state()
         self._wait_ready("OpenBao", self._bao, [log], [offset], self._bao_healthy)
         self._enable_kv_v1()
