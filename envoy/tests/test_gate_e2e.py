@@ -313,6 +313,47 @@ def test_a_policy_that_does_not_type_check_makes_envoy_refuse_to_start(make_stac
     assert 'policy "typo"' in refused.value.log_tail
 
 
+def policy_at_the_load_limits() -> str:
+    """A policy just inside the lexical limits (32 brackets deep, 256 operators):
+    the deepest recursion Cedar can be asked for inside the Wasm VM."""
+    nested = "(" * 31 + "context.now > 0" + ")" * 31
+    # `||` is left-associative; with the match last, every level is evaluated.
+    chain = " || ".join([f'context.method == "M{i}"' for i in range(119)] + ['context.method == "GET"'])
+    return (
+        '\n@id("at-the-limits")\npermit(principal == Workload::"dev-bot", action == Action::"read", '
+        f'resource in Path::"secret/prod") when {{ {nested} && ({chain}) }};\n'
+    )
+
+
+def test_a_policy_at_the_nesting_limits_loads_and_evaluates_in_the_wasm_vm(make_stack, seeded):
+    config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.HEADER_IDENTITY)
+    config["policies"] += policy_at_the_load_limits()
+    private = make_stack(plugin_config=config)
+    private.start()
+    header = stack_module.HEADER_IDENTITY["header"]
+    status, body = curl(
+        private,
+        "-H",
+        f"X-Vault-Token: {private.root_token}",
+        "-H",
+        f"{header}: dev-bot",
+        f"{private.envoy_url}/v1/secret/data/prod/acme/api/db",
+    )
+    assert status == 200, body
+    assert json.loads(body)["data"]["data"] == seeded[PROD_DB]
+
+
+def test_a_policy_past_the_nesting_limits_is_refused_by_name(make_stack):
+    config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.HEADER_IDENTITY)
+    too_deep = "(" * 40 + "true" + ")" * 40
+    config["policies"] += f'\n@id("too-deep")\npermit(principal, action, resource) when {{ {too_deep} }};\n'
+    private = make_stack(plugin_config=config)
+    with pytest.raises(stack_module.ProcessStartupError) as refused:
+        private.start()
+    assert 'policy "too-deep"' in refused.value.log_tail
+    assert "nesting depth" in refused.value.log_tail
+
+
 def test_header_identity_for_development(make_stack, seeded):
     config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.HEADER_IDENTITY)
     config["policies"] += (
