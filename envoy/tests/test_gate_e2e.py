@@ -42,9 +42,14 @@ def bao_cli(stack, jwt: str | None, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
 
 
-def curl(stack, *args: str) -> tuple[int, str]:
+def curl(stack, path: str, jwt: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """curl through Envoy with the root Vault token, the path sent as written."""
+    all_headers = {"X-Vault-Token": stack.root_token, **(headers or {})}
+    if jwt:
+        all_headers[stack_module.JWT_HEADER] = jwt
+    args = [arg for name, value in all_headers.items() for arg in ("-H", f"{name}: {value}")]
     result = subprocess.run(
-        ["curl", "-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", *args],
+        ["curl", "-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", *args, f"{stack.envoy_url}{path}"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -70,14 +75,7 @@ def test_an_allowed_kv_v2_read_returns_the_seeded_value_with_every_client(stack,
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["data"]["data"] == seeded[API_DB]
 
-    status, body = curl(
-        stack,
-        "-H",
-        f"X-Vault-Token: {stack.root_token}",
-        "-H",
-        f"{stack_module.JWT_HEADER}: {token}",
-        f"{stack.envoy_url}/v1/secret/data/ci/acme/api/db",
-    )
+    status, body = curl(stack, "/v1/secret/data/ci/acme/api/db", jwt=token)
     assert status == 200
     assert json.loads(body)["data"]["data"] == seeded[API_DB]
 
@@ -133,14 +131,7 @@ def test_a_denied_read_is_403_and_never_reaches_openbao(stack, mint_jwt, seeded)
         )
     assert "permission denied" in str(denied.value)
 
-    status, body = curl(
-        stack,
-        "-H",
-        f"X-Vault-Token: {stack.root_token}",
-        "-H",
-        f"{stack_module.JWT_HEADER}: {token}",
-        f"{stack.envoy_url}/v1/secret/data/ci/acme/web/token",
-    )
+    status, body = curl(stack, "/v1/secret/data/ci/acme/web/token", jwt=token)
     assert status == 403
     assert json.loads(body)["errors"] == ["permission denied"]
     assert json.loads(body)["request_id"]
@@ -331,14 +322,7 @@ def test_a_policy_at_the_nesting_limits_loads_and_evaluates_in_the_wasm_vm(make_
     private = make_stack(plugin_config=config)
     private.start()
     header = stack_module.HEADER_IDENTITY["header"]
-    status, body = curl(
-        private,
-        "-H",
-        f"X-Vault-Token: {private.root_token}",
-        "-H",
-        f"{header}: dev-bot",
-        f"{private.envoy_url}/v1/secret/data/prod/acme/api/db",
-    )
+    status, body = curl(private, "/v1/secret/data/prod/acme/api/db", headers={header: "dev-bot"})
     assert status == 200, body
     assert json.loads(body)["data"]["data"] == seeded[PROD_DB]
 
@@ -364,27 +348,18 @@ def test_header_identity_for_development(make_stack, seeded):
     private.start()
     header = stack_module.HEADER_IDENTITY["header"]
 
-    def read(*headers: str) -> tuple[int, str]:
-        args = ["-H", f"X-Vault-Token: {private.root_token}"]
-        for h in headers:
-            args += ["-H", h]
-        return curl(private, *args, f"{private.envoy_url}/v1/secret/data/prod/acme/api/db")
+    def read(principal: str | None) -> tuple[int, str]:
+        headers = {header: principal} if principal else {}
+        return curl(private, "/v1/secret/data/prod/acme/api/db", headers=headers)
 
-    status, body = read(f"{header}: dev-bot")
+    status, body = read("dev-bot")
     assert status == 200
     assert json.loads(body)["data"]["data"] == seeded[PROD_DB]
-    assert read(f"{header}: someone-else")[0] == 403
-    assert read()[0] == 401
+    assert read("someone-else")[0] == 403
+    assert read(None)[0] == 401
     # Without claims, the CI folders stay closed even to a named principal:
     # the protected-branch forbid cannot be satisfied.
-    ci = curl(
-        private,
-        "-H",
-        f"X-Vault-Token: {private.root_token}",
-        "-H",
-        f"{header}: repo:acme/api:ref:refs/heads/main",
-        f"{private.envoy_url}/v1/secret/data/ci/acme/api/db",
-    )
+    ci = curl(private, "/v1/secret/data/ci/acme/api/db", headers={header: "repo:acme/api:ref:refs/heads/main"})
     assert ci[0] == 403
 
 
