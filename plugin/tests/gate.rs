@@ -410,3 +410,31 @@ fn configuration_errors_are_named_precisely() {
     let templates = "permit(principal == ?principal, action, resource);";
     assert!(load_error(with(base, "policies", json!(templates))).contains("templates"));
 }
+
+#[test]
+fn principal_claim_and_type_are_configurable() {
+    let schema = policies_dir("schema.cedarschema")
+        .replace("  actor?: String,", "  actor?: String,\n  email?: String,");
+    let config = json!({
+        "schema": schema,
+        "policies": "@id(\"alice-reads-ci\") permit(principal == User::\"alice@acme.test\", action == Action::\"read\", resource in Path::\"secret/ci\");",
+        "entities": [],
+        "mounts": {"secret": "kv-v2"},
+        "identity": {"source": "jwt", "payload_in_metadata": "oidc", "principal_claim": "email", "principal_type": "User"}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let payload =
+        |email: &str| pairs::encode(&[(b"sub", b"248289761001"), (b"email", email.as_bytes())]);
+    let alice = Call::get("/v1/secret/data/ci/app")
+        .jwt(payload("alice@acme.test"))
+        .decide(&config);
+    assert_eq!(status(&alice), 200);
+    assert_eq!(
+        alice.record.principal,
+        Some(("User".into(), "alice@acme.test".into()))
+    );
+    let mallory = Call::get("/v1/secret/data/ci/app")
+        .jwt(payload("mallory@acme.test"))
+        .decide(&config);
+    assert_eq!(status(&mallory), 403);
+}
