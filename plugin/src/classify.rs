@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::path::{encode_segments, namespace_segments, ApiPath, PathError};
+use crate::path::{clean_path_segments, encode_segments, namespace_segments, ApiPath, PathError};
 
 /// The Cedar actions of the Secretgate vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +111,9 @@ pub enum MountType {
     Transit,
     Auth,
     Sys,
+    /// Built in, never configured: each token's private storage, and the
+    /// legacy unwrap route `cubbyhole/response`.
+    Cubbyhole,
 }
 
 impl MountType {
@@ -210,6 +213,8 @@ impl fmt::Display for MountError {
 
 struct Mounted<'a> {
     mount_type: Option<MountType>,
+    /// How many leading segments come from the namespace header.
+    namespace_len: usize,
     /// How many of the full segments (namespace + path) the mount spans.
     mount_len: usize,
     segments: &'a [String],
@@ -225,8 +230,7 @@ impl MountTable {
                     MountType::NAMES
                 ))
             })?;
-            let segments = namespace_segments(path.as_bytes())
-                .ok()
+            let segments = clean_path_segments(path)
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| MountError(format!("mount {path:?}: not a clean mount path")))?;
             if mounts.iter().any(|(existing, _)| existing == &segments) {
@@ -245,6 +249,7 @@ impl MountTable {
             if full.len() >= mount.len() && full[..mount.len()] == mount[..] {
                 return Mounted {
                     mount_type: Some(*mount_type),
+                    namespace_len,
                     mount_len: mount.len(),
                     segments: full,
                 };
@@ -253,17 +258,20 @@ impl MountTable {
         let local = &full[namespace_len..];
         let builtin = match local.first().map(String::as_str) {
             Some("sys") => Some((MountType::Sys, 1)),
+            Some("cubbyhole") => Some((MountType::Cubbyhole, 1)),
             Some("auth") if local.len() >= 2 => Some((MountType::Auth, 2)),
             _ => None,
         };
         match builtin {
             Some((mount_type, len)) => Mounted {
                 mount_type: Some(mount_type),
+                namespace_len,
                 mount_len: namespace_len + len,
                 segments: full,
             },
             None => Mounted {
                 mount_type: None,
+                namespace_len,
                 mount_len: namespace_len,
                 segments: full,
             },
@@ -365,6 +373,16 @@ fn route(mounted: &Mounted<'_>, op: Operation) -> (Action, ResourceRef) {
         MountType::Sys => match rest_str.as_slice() {
             ["wrapping", "unwrap"] => (Action::Unwrap, endpoint(full)),
             _ => (Action::Sys, endpoint(full)),
+        },
+        // Reading `cubbyhole/response` with a wrapping token unwraps it: the
+        // same secret leaving by another route, so the same resource.
+        MountType::Cubbyhole => match rest_str.as_slice() {
+            ["response"] => {
+                let mut unwrap = full[..mounted.namespace_len].to_vec();
+                unwrap.extend(["sys", "wrapping", "unwrap"].map(String::from));
+                (Action::Unwrap, endpoint(&unwrap))
+            }
+            _ => other,
         },
         MountType::Auth => match rest_str.first() {
             Some(&"login") => (Action::Login, endpoint(full)),

@@ -118,25 +118,39 @@ impl ApiPath {
     }
 }
 
-/// Validates and splits an `X-Vault-Namespace` value into clean segments.
-/// OpenBao trims surrounding slashes; anything that needs more than that
-/// (`..`, `//`, control characters) is refused rather than guessed at.
-pub fn namespace_segments(value: &[u8]) -> Result<Vec<String>, PathError> {
-    let text = std::str::from_utf8(value).map_err(|_| PathError::BadNamespace)?;
+/// Splits a slash path from configuration or a header into clean segments,
+/// ignoring surrounding slashes; `""`, `.` and `..` segments are refused
+/// rather than resolved.
+pub fn clean_path_segments(text: &str) -> Option<Vec<String>> {
     if text.chars().any(char::is_control) {
-        return Err(PathError::BadNamespace);
+        return None;
     }
     let trimmed = text.trim().trim_matches('/');
     if trimmed.is_empty() {
-        return Ok(Vec::new());
+        return Some(Vec::new());
     }
     trimmed
         .split('/')
         .map(|segment| match segment {
-            "" | "." | ".." => Err(PathError::BadNamespace),
-            s => Ok(s.to_owned()),
+            "" | "." | ".." => None,
+            s => Some(s.to_owned()),
         })
         .collect()
+}
+
+/// Validates and splits an `X-Vault-Namespace` value into clean segments.
+/// OpenBao trims surrounding slashes and reads `root` as the root namespace;
+/// anything that needs more than that (`..`, `//`, control characters) is
+/// refused rather than guessed at.
+pub fn namespace_segments(value: &[u8]) -> Result<Vec<String>, PathError> {
+    let text = std::str::from_utf8(value).map_err(|_| PathError::BadNamespace)?;
+    let segments = clean_path_segments(text).ok_or(PathError::BadNamespace)?;
+    match segments.first().map(String::as_str) {
+        Some("root") if segments.len() == 1 => Ok(Vec::new()),
+        // OpenBao answers "namespace not found"; never let it name a folder.
+        Some("root") => Err(PathError::BadNamespace),
+        _ => Ok(segments),
+    }
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -377,6 +391,12 @@ mod tests {
         assert_eq!(namespace_segments(b"a//b"), Err(PathError::BadNamespace));
         assert_eq!(namespace_segments(b"a/../b"), Err(PathError::BadNamespace));
         assert_eq!(namespace_segments(b"a\nb"), Err(PathError::BadNamespace));
+        assert!(namespace_segments(b"root").unwrap().is_empty());
+        assert!(namespace_segments(b"/root/").unwrap().is_empty());
+        assert_eq!(
+            namespace_segments(b"root/team"),
+            Err(PathError::BadNamespace)
+        );
     }
 
     #[test]
