@@ -185,10 +185,33 @@ def test_unwrap_is_its_own_action_and_denied_by_the_demo_policies(stack, mint_jw
     assert wrapped.status == 200
     wrapping_token = wrapped.json()["wrap_info"]["token"]
     token = mint_jwt()
-    for target in ["/v1/sys/wrapping/unwrap", "/v1/sys//wrapping/unwrap", "/v1/sys/wrapping/%75nwrap"]:
-        response = envoy.request("POST", target, jwt=token, vault_token=wrapping_token)
+    for method, target in [
+        ("POST", "/v1/sys/wrapping/unwrap"),
+        ("POST", "/v1/sys//wrapping/unwrap"),
+        ("POST", "/v1/sys/wrapping/%75nwrap"),
+        # The legacy route: reading cubbyhole/response with the wrapping token unwraps.
+        ("GET", "/v1/cubbyhole/response"),
+        ("GET", "/v1/cubbyhole//response"),
+    ]:
+        response = envoy.request(method, target, jwt=token, vault_token=wrapping_token)
         assert response.status == 403, target
         assert b"wrapped-marker" not in response.body
+    # Nothing above consumed the token: OpenBao never saw those requests.
+    assert bao.request("POST", "/v1/sys/wrapping/unwrap", vault_token=wrapping_token).status == 200
+
+
+@pytest.mark.parametrize("namespace", ["root", "/root/", ""])
+def test_the_root_namespace_by_any_name_is_the_root_namespace(stack, mint_jwt, envoy, seeded, namespace):
+    token = mint_jwt()
+    headers = {"X-Vault-Namespace": namespace}
+    denied = envoy.get("/v1/secret/data/ci/acme/web/token", jwt=token, headers=headers)
+    assert denied.status == 403
+    assert_no_secret(denied.body, seeded, WEB_TOKEN)
+    allowed = envoy.get("/v1/secret/data/ci/acme/api/db", jwt=token, headers=headers)
+    assert allowed.status == 200, allowed.text
+    assert allowed.json()["data"]["data"] == seeded[API_DB]
+    nested = envoy.get("/v1/secret/data/ci/acme/web/token", jwt=token, headers={"X-Vault-Namespace": "root/x"})
+    assert nested.status == 400
 
 
 # ------------------------------------------------------------ path variants
