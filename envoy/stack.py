@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import hashlib
+import ipaddress
 import json
 import os
 import random
@@ -32,12 +34,14 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import jwt
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ENVOY_DIR = Path(__file__).resolve().parent
 REPO_ROOT = ENVOY_DIR.parent
@@ -65,6 +69,8 @@ JWT_IDENTITY = {
     "principal_type": "Workload",
 }
 HEADER_IDENTITY = {"source": "header", "header": PRINCIPAL_HEADER, "principal_type": "Workload"}
+# Needs Stack(..., mtls=True): the principal is the verified client certificate's SPIFFE ID.
+MTLS_IDENTITY = {"source": "mtls", "principal_type": "Workload"}
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
@@ -239,6 +245,123 @@ class DevSigningKey:
         return jwt.encode(github_claims(claims, ttl), self._key, algorithm="RS256", headers={"kid": self.kid})
 
 
+# ---------------------------------------------------------------- mTLS
+
+
+class CertFiles(NamedTuple):
+    """A certificate and its key file; as a tuple it is what requests/hvac take as ``cert=``."""
+
+    cert: Path
+    key: Path
+
+
+class DevPki:
+    """A development CA, created once per run dir, with Envoy's server certificate for 127.0.0.1.
+
+    ``issue_client(name, uri_san)`` signs client certificates for tests; with
+    ``uri_san=None`` the certificate has no URI SAN at all. Keys are 0600.
+    """
+
+    CA_CERT = "mtls-ca.pem"
+    CA_KEY = "mtls-ca-key.pem"
+    SERVER_CERT = "mtls-server.pem"
+    SERVER_KEY = "mtls-server-key.pem"
+    VALIDITY = datetime.timedelta(days=30)
+
+    def __init__(self, run_dir: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate):
+        self.run_dir = Path(run_dir)
+        self._ca_key = ca_key
+        self._ca_cert = ca_cert
+
+    @classmethod
+    def load_or_create(cls, run_dir: Path) -> "DevPki":
+        run_dir = Path(run_dir)
+        cert_path, key_path = run_dir / cls.CA_CERT, run_dir / cls.CA_KEY
+        if all((run_dir / name).exists() for name in (cls.CA_CERT, cls.CA_KEY, cls.SERVER_CERT, cls.SERVER_KEY)):
+            ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            if ca_cert.not_valid_after_utc > _utcnow() + datetime.timedelta(days=1):
+                return cls(run_dir, serialization.load_pem_private_key(key_path.read_bytes(), None), ca_cert)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secretgate dev CA")])
+        ca_cert = (
+            _cert_builder(name, name, ca_key.public_key(), cls.VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(cert_sign=True), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write_private(key_path, _key_pem(ca_key))
+        cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        pki = cls(run_dir, ca_key, ca_cert)
+        pki._issue("server", x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+                   ExtendedKeyUsageOID.SERVER_AUTH, run_dir / cls.SERVER_CERT, run_dir / cls.SERVER_KEY)  # fmt: skip
+        return pki
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA bundle clients verify Envoy with (curl --cacert, requests verify=)."""
+        return self.run_dir / self.CA_CERT
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca_cert.read_text()
+
+    @property
+    def server(self) -> CertFiles:
+        return CertFiles(self.run_dir / self.SERVER_CERT, self.run_dir / self.SERVER_KEY)
+
+    def issue_client(self, name: str, uri_san: str | None) -> CertFiles:
+        """Sign ``mtls-client-<name>.pem`` (+ ``-key.pem``) with ``uri_san`` as its only URI SAN (None: no SAN)."""
+        if not name.replace("-", "").isalnum():
+            raise ValueError(f"client certificate name must be alphanumeric with dashes, got {name!r}")
+        san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri_san)]) if uri_san else None
+        cert = CertFiles(self.run_dir / f"mtls-client-{name}.pem", self.run_dir / f"mtls-client-{name}-key.pem")
+        self._issue(name, san, ExtendedKeyUsageOID.CLIENT_AUTH, cert.cert, cert.key)
+        return cert
+
+    def _issue(self, common_name: str, san, usage, cert_path: Path, key_path: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        builder = (
+            _cert_builder(subject, self._ca_cert.subject, key.public_key(), self.VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if san is not None:
+            builder = builder.add_extension(san, critical=False)
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(builder.sign(self._ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _cert_builder(subject: x509.Name, issuer: x509.Name, public_key, validity: datetime.timedelta):
+    now = _utcnow()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+    )
+
+
+def _key_usage(digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 # ---------------------------------------------------------------- Envoy configuration
 
 
@@ -251,11 +374,14 @@ def envoy_config(
     plugin_configuration: dict | str,
     jwks: dict,
     access_log: Path,
+    mtls: DevPki | None = None,
 ) -> dict:
     """Envoy bootstrap: jwt_authn -> secretgate wasm -> router -> OpenBao.
 
     ``plugin_configuration`` may be a dict (serialised to JSON) or a raw string,
-    so tests can hand the filter deliberately broken configurations.
+    so tests can hand the filter deliberately broken configurations. With
+    ``mtls`` the listener speaks TLS and requires a client certificate signed
+    by that CA (see downstream_tls_context); without it, plain HTTP.
     """
     if not isinstance(plugin_configuration, str):
         plugin_configuration = json.dumps(plugin_configuration)
@@ -291,7 +417,8 @@ def envoy_config(
                         {
                             "filters": [
                                 {"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}
-                            ]
+                            ],
+                            **({"transport_socket": downstream_tls_context(mtls)} if mtls else {}),
                         }
                     ],
                 }
@@ -308,6 +435,26 @@ def envoy_config(
                     },
                 }
             ],
+        },
+    }
+
+
+def downstream_tls_context(pki: DevPki) -> dict:
+    """The listener's TLS: Envoy's server certificate, and a client certificate chaining to ``pki``'s CA is
+    required (no certificate, or an untrusted one, fails the handshake; the request never exists).
+    The secretgate filter then reads the verified certificate's URI SAN (identity source ``mtls``)."""
+    server = pki.server
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [
+                    {"certificate_chain": {"filename": str(server.cert)}, "private_key": {"filename": str(server.key)}}
+                ],
+                "validation_context": {"trusted_ca": {"inline_string": pki.ca_pem}},
+            },
         },
     }
 
@@ -510,6 +657,11 @@ class Stack:
     and Envoy can also be driven separately (``start_bao``/``stop_bao``,
     ``start_envoy``/``stop_envoy``), e.g. to restart only Envoy with another
     plugin configuration while OpenBao keeps its state.
+
+    ``mtls=True`` makes Envoy's listener HTTPS with a required client
+    certificate from the run dir's development CA (``self.pki``):
+    ``envoy_url`` is then ``https://``, clients verify it with ``ca_cert`` and
+    present a certificate from ``issue_client_cert``.
     """
 
     def __init__(
@@ -518,6 +670,7 @@ class Stack:
         plugin_config: dict | str | None = None,
         wasm: str | os.PathLike | None = None,
         seed_file: str | os.PathLike = SEED_FILE,
+        mtls: bool = False,
     ):
         self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -526,6 +679,7 @@ class Stack:
         self.wasm = wasm_path(wasm)
         self.seed_file = Path(seed_file)
         self.signing_key = DevSigningKey.load_or_create(self.run_dir)
+        self.pki = DevPki.load_or_create(self.run_dir) if mtls else None
         self.bao_port, self.listen_port, self.admin_port = free_ports(3)
         self.root_token = "dev-root-" + secrets.token_hex(16)
         self._bao: subprocess.Popen | None = None
@@ -543,7 +697,22 @@ class Stack:
 
     @property
     def envoy_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.listen_port}"
+        return f"{'https' if self.pki else 'http'}://{LOOPBACK}:{self.listen_port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA bundle that verifies Envoy's certificate (mtls=True only)."""
+        return self._require_pki().ca_cert
+
+    def issue_client_cert(self, name: str, uri_san: str | None) -> CertFiles:
+        """A client certificate Envoy trusts, with ``uri_san`` (e.g. ``spiffe://acme.test/ci/api``) as its
+        URI SAN, or none when None. Written to ``mtls-client-<name>.pem`` / ``-key.pem`` (0600)."""
+        return self._require_pki().issue_client(name, uri_san)
+
+    def _require_pki(self) -> DevPki:
+        if self.pki is None:
+            raise StackError("this stack was created without mtls=True")
+        return self.pki
 
     @property
     def admin_url(self) -> str:
@@ -701,6 +870,7 @@ class Stack:
             plugin_configuration=self.plugin_configuration,
             jwks=self.signing_key.jwks(),
             access_log=self.path("access.log"),
+            mtls=self.pki,
         )
         config_file.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
         self.envoy_base_id = random.randint(1_000, 4_000_000)  # several Envoys may share the machine
@@ -797,6 +967,7 @@ class Stack:
                 "config": str(self.path("envoy.yaml")),
                 "log": str(self.path("envoy.log")),
                 "access_log": str(self.path("access.log")),
+                "mtls_ca": str(self.pki.ca_cert) if self.pki else None,
             },
             "keeper": {"pid": self.keeper_pid, "exe": sys.executable},
             "jwt": {
