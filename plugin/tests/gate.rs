@@ -438,3 +438,36 @@ fn principal_claim_and_type_are_configurable() {
         .decide(&config);
     assert_eq!(status(&mallory), 403);
 }
+
+#[test]
+fn an_evaluation_error_is_a_deny_even_when_it_disarms_a_forbid() {
+    // Cedar skips a policy whose condition errors; a skipped forbid would let
+    // the permit through. The filter denies whenever any policy errored.
+    let policies = r#"
+        @id("permit-ci") permit(principal, action == Action::"read", resource in Path::"secret/ci");
+        @id("overflowing-forbid") forbid(principal, action, resource)
+        when { context.now * 9223372036854775807 > 0 };
+    "#;
+    let config = json!({
+        "schema": policies_dir("schema.cedarschema"),
+        "policies": policies,
+        "mounts": {"secret": "kv-v2"},
+        "identity": {"source": "header"}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let verdict = Call::get("/v1/secret/data/ci/app")
+        .header("x-secretgate-principal", "ci-bot")
+        .decide(&config);
+    assert_eq!(status(&verdict), 403);
+    assert_eq!(verdict.record.outcome, Outcome::EvaluationError);
+    assert!(
+        verdict
+            .record
+            .errors
+            .iter()
+            .any(|e| e.contains("overflowing-forbid")),
+        "{:?}",
+        verdict.record.errors
+    );
+    assert_eq!(body(&verdict)["errors"], json!(["permission denied"]));
+}
