@@ -132,6 +132,21 @@ impl MountType {
     }
 
     pub const NAMES: &'static str = "kv-v1, kv-v2, database, aws, pki, transit, auth, sys";
+
+    /// The configuration name (`cubbyhole` is built in and has no config name).
+    pub fn name(self) -> &'static str {
+        match self {
+            MountType::KvV1 => "kv-v1",
+            MountType::KvV2 => "kv-v2",
+            MountType::Database => "database",
+            MountType::Aws => "aws",
+            MountType::Pki => "pki",
+            MountType::Transit => "transit",
+            MountType::Auth => "auth",
+            MountType::Sys => "sys",
+            MountType::Cubbyhole => "cubbyhole",
+        }
+    }
 }
 
 /// The HTTP verb as OpenBao maps it to a logical operation.
@@ -193,6 +208,8 @@ pub struct Classification {
     pub canonical_target: String,
     /// Canonical namespace ("" for the root namespace).
     pub namespace: String,
+    /// The mount's type, when the path is under a known mount.
+    pub mount_type: Option<MountType>,
 }
 
 /// Mount paths (as segment lists) and their types, longest first.
@@ -309,6 +326,7 @@ impl MountTable {
             resource,
             canonical_target,
             namespace: namespace.join("/"),
+            mount_type: mounted.mount_type,
         })
     }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::audit::{AuditConfig, RawAuditConfig};
 use crate::classify::{MountError, MountTable};
 use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
 use crate::policy::{PolicyEngine, PolicyError};
@@ -23,6 +24,8 @@ struct RawConfig {
     #[serde(default)]
     mounts: BTreeMap<String, String>,
     identity: RawIdentity,
+    #[serde(default)]
+    audit: Option<RawAuditConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +72,7 @@ pub enum ConfigError {
     Json(String),
     Mounts(MountError),
     Identity(String),
+    Audit(String),
     Policy(PolicyError),
 }
 
@@ -78,6 +82,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Json(e) => write!(f, "configuration: {e}"),
             ConfigError::Mounts(e) => write!(f, "mounts: {e}"),
             ConfigError::Identity(e) => write!(f, "identity: {e}"),
+            ConfigError::Audit(e) => write!(f, "audit: {e}"),
             ConfigError::Policy(e) => write!(f, "policies: {e}"),
         }
     }
@@ -89,6 +94,7 @@ pub struct Config {
     pub engine: PolicyEngine,
     pub mounts: MountTable,
     pub identity: IdentityConfig,
+    pub audit: AuditConfig,
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -106,6 +112,10 @@ impl Config {
             return Err(ConfigError::Json("entities must be a JSON array".into()));
         }
         let mounts = MountTable::from_config(&raw.mounts).map_err(ConfigError::Mounts)?;
+        let audit = match raw.audit {
+            Some(raw_audit) => AuditConfig::from_raw(raw_audit).map_err(ConfigError::Audit)?,
+            None => AuditConfig::default(),
+        };
         let (source, principal_type) = match raw.identity {
             RawIdentity::Header {
                 header,
@@ -157,6 +167,7 @@ impl Config {
                 source,
                 principal_type,
             },
+            audit,
         })
     }
 }

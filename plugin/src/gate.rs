@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
-use crate::classify::{Action, ClassifyError, HttpRequest, ResourceRef};
+use crate::classify::{Action, ClassifyError, HttpRequest, MountType, ResourceRef};
 use crate::config::Config;
 use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
 use crate::policy::AccessRequest;
@@ -20,6 +20,10 @@ const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [
 ];
 const NAMESPACE_HEADER: &[u8] = b"x-vault-namespace";
 const REQUEST_ID_HEADER: &[u8] = b"x-request-id";
+const VAULT_TOKEN_HEADER: &[u8] = b"x-vault-token";
+const AUTHORIZATION_HEADER: &[u8] = b"authorization";
+/// Raw paths longer than this are cut in the audit record.
+const MAX_LOGGED_PATH: usize = 2048;
 
 /// What the host observed about one request.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +35,7 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [(&'a [u8], &'a [u8])],
     /// Envoy's `source.address` (`ip:port`).
     pub source_address: Option<&'a str>,
-    pub now_secs: i64,
+    pub now_nanos: u64,
     /// The pairs-encoded `jwt_authn` payload, when the source is `jwt`.
     pub jwt_payload: Option<&'a [u8]>,
     /// The peer's URI SAN, when the source is `mtls`.
@@ -47,6 +51,7 @@ pub enum Outcome {
     NoIdentity,
     BadRequest,
     MethodNotAllowed,
+    HostError,
 }
 
 impl Outcome {
@@ -58,15 +63,28 @@ impl Outcome {
             Outcome::NoIdentity => "unauthenticated",
             Outcome::BadRequest => "bad_request",
             Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::HostError => "host_error",
         }
     }
 }
 
 /// Everything worth recording about the decision. Never holds a token or
-/// a body.
+/// a body (only the token's keyed HMAC).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRecord {
+    pub time_nanos: u64,
     pub request_id: String,
+    pub method: String,
+    /// The raw `:path` as the client sent it (cut at 2 KiB).
+    pub path: String,
+    pub namespace: String,
+    pub source_address: Option<String>,
+    pub mount_type: Option<MountType>,
+    /// The principal's schema-declared claims (the audit keeps an allowlist).
+    pub claims: Map<String, Value>,
+    pub token_hmac: Option<String>,
+    /// Approval fields, when an approval was involved.
+    pub approval: Option<Value>,
     pub principal: Option<(String, String)>,
     pub action: Option<Action>,
     pub resource: Option<ResourceRef>,
@@ -78,9 +96,26 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
-    fn new(request_id: String) -> Self {
+    fn new(request_id: String, facts: &RequestFacts<'_>) -> Self {
+        let mut path = facts.target.to_owned();
+        if path.len() > MAX_LOGGED_PATH {
+            let mut cut = MAX_LOGGED_PATH;
+            while !path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            path.truncate(cut);
+        }
         DecisionRecord {
+            time_nanos: facts.now_nanos,
             request_id,
+            method: facts.method.to_owned(),
+            path,
+            namespace: String::new(),
+            source_address: facts.source_address.map(str::to_owned),
+            mount_type: None,
+            claims: Map::new(),
+            token_hmac: None,
+            approval: None,
             principal: None,
             action: None,
             resource: None,
@@ -89,6 +124,30 @@ impl DecisionRecord {
             policies: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// The record of a request the host failed before any fact was known.
+    pub fn host_failure(reason: String, now_nanos: u64) -> Self {
+        let mut record = DecisionRecord::new(
+            String::new(),
+            &RequestFacts {
+                method: "",
+                target: "",
+                headers: &[],
+                source_address: None,
+                now_nanos,
+                jwt_payload: None,
+                peer_uri_san: None,
+            },
+        );
+        record.fail(reason);
+        record
+    }
+
+    /// Turns the record into a failure: the request is refused after all.
+    pub fn fail(&mut self, reason: String) {
+        self.outcome = Outcome::HostError;
+        self.reason = reason;
     }
 
     /// One log line: who, what, which decision, which policies.
@@ -154,6 +213,16 @@ fn header_values<'a>(headers: &[(&'a [u8], &'a [u8])], name: &[u8]) -> Vec<&'a [
         .collect()
 }
 
+/// The Vault token as sent: `X-Vault-Token`, else `Authorization: Bearer`.
+fn vault_token<'a>(headers: &[(&'a [u8], &'a [u8])]) -> Option<&'a [u8]> {
+    if let Some(token) = header_values(headers, VAULT_TOKEN_HEADER).first() {
+        return Some(token);
+    }
+    header_values(headers, AUTHORIZATION_HEADER)
+        .first()
+        .and_then(|value| value.strip_prefix(b"Bearer ".as_slice()))
+}
+
 /// The IP of Envoy's `source.address` (`1.2.3.4:5`, `[::1]:5`).
 fn source_ip(address: &str) -> Option<IpAddr> {
     if let Some(rest) = address.strip_prefix('[') {
@@ -188,7 +257,8 @@ impl Config {
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or("")
             .to_owned();
-        let mut record = DecisionRecord::new(request_id);
+        let mut record = DecisionRecord::new(request_id, facts);
+        record.token_hmac = vault_token(facts.headers).and_then(|t| self.audit.hmac_hex(t));
 
         let identity_header = match &self.identity.source {
             IdentitySource::Header { header } => Some(header.as_str()),
@@ -215,6 +285,7 @@ impl Config {
             }
         };
         record.principal = Some((principal.entity_type.clone(), principal.id.clone()));
+        record.claims = principal.claims.clone();
 
         if METHOD_OVERRIDE_HEADERS
             .iter()
@@ -253,6 +324,8 @@ impl Config {
         };
         record.action = Some(classification.action);
         record.resource = Some(classification.resource.clone());
+        record.namespace = classification.namespace.clone();
+        record.mount_type = classification.mount_type;
 
         let Some(ip) = facts.source_address.and_then(source_ip) else {
             let reason = "source address unavailable".to_owned();
@@ -271,7 +344,7 @@ impl Config {
             resource: &classification.resource,
             method: facts.method,
             source_ip: &ip_text,
-            now_secs: facts.now_secs,
+            now_secs: i64::try_from(facts.now_nanos / 1_000_000_000).unwrap_or(i64::MAX),
             namespace: &classification.namespace,
         });
         record.policies = evaluation.policies;

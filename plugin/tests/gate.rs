@@ -81,7 +81,7 @@ impl<'a> Call<'a> {
             target: self.target,
             headers: &self.headers,
             source_address: Some("127.0.0.1:40000"),
-            now_secs: 1_700_000_100,
+            now_nanos: 1_700_000_100_000_000_000,
             jwt_payload: self.jwt.as_deref(),
             peer_uri_san: None,
         });

@@ -12,8 +12,11 @@ const STATUS_NOT_FOUND: u32 = 1;
 
 pub const LOG_INFO: u32 = 2;
 pub const LOG_ERROR: u32 = 4;
+pub const BUFFER_REQUEST_BODY: u32 = 0;
+pub const BUFFER_RESPONSE_BODY: u32 = 1;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 pub const MAP_REQUEST_HEADERS: u32 = 0;
+pub const MAP_RESPONSE_HEADERS: u32 = 2;
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,19 @@ extern "C" {
         max_size: usize,
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
@@ -108,11 +124,15 @@ pub fn now_nanos() -> Result<u64, HostError> {
 }
 
 pub fn buffer(buffer_type: u32) -> Result<Vec<u8>, HostError> {
+    buffer_range(buffer_type, 0, usize::MAX)
+}
+
+pub fn buffer_range(buffer_type: u32, start: usize, max_size: usize) -> Result<Vec<u8>, HostError> {
     let mut data = null_mut();
     let mut size = 0usize;
     // SAFETY: out-pointers to locals; the result is taken over by `owned`.
     let status =
-        unsafe { proxy_get_buffer_bytes(buffer_type, 0, usize::MAX, &mut data, &mut size) };
+        unsafe { proxy_get_buffer_bytes(buffer_type, start, max_size, &mut data, &mut size) };
     match status {
         STATUS_OK => Ok(owned(data, size)),
         STATUS_NOT_FOUND => Ok(Vec::new()),
@@ -132,6 +152,32 @@ pub fn header_pairs(map_type: u32) -> Result<Vec<u8>, HostError> {
         proxy_get_header_map_pairs(map_type, &mut data, &mut size)
     })?;
     Ok(owned(data, size))
+}
+
+/// One header's value; `None` when absent.
+pub fn header_value(map_type: u32, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: the name is a live &str; out-pointers to locals.
+    let status = unsafe {
+        proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    match status {
+        STATUS_OK => Ok(Some(owned(data, size))),
+        STATUS_NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "proxy_get_header_map_value",
+            status,
+        }),
+    }
+}
+
+/// Sets filter state; Envoy stores `name` as `wasm.<name>`.
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check("proxy_set_property", unsafe {
+        proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
 }
 
 pub fn replace_header(map_type: u32, name: &str, value: &str) -> Result<(), HostError> {

@@ -9,13 +9,16 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
+use crate::audit::{self, BodyCapture, ResponseFacts};
 use crate::config::Config;
-use crate::gate::{error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
+use crate::gate::{error_body, DecisionRecord, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
 use abi::HostError;
 
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
+/// Public contract: Envoy exposes it as filter state `wasm.secretgate_audit`.
+const AUDIT_FILTER_STATE: &str = "secretgate_audit";
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
@@ -66,12 +69,23 @@ impl RootContext for SecretgateRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(SecretgateHttp {
             config: self.config.clone(),
+            pending: None,
         }))
     }
 }
 
 struct SecretgateHttp {
     config: Option<Rc<Config>>,
+    /// The record of a forwarded request, completed when the response ends.
+    pending: Option<PendingAudit>,
+}
+
+/// What the audit record of a forwarded request still waits for.
+struct PendingAudit {
+    record: DecisionRecord,
+    request_body: BodyCapture,
+    response_body: BodyCapture,
+    status: Option<u32>,
 }
 
 impl Context for SecretgateHttp {}
@@ -81,13 +95,151 @@ impl HttpContext for SecretgateHttp {
         let Some(config) = self.config.clone() else {
             return respond_error(500, "secretgate is not configured");
         };
-        match decide(&config) {
-            Ok(verdict) => carry_out(verdict),
+        let verdict = match decide(&config) {
+            Ok(verdict) => verdict,
             Err(e) => {
-                abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
-                respond_error(500, "internal error")
+                let record = DecisionRecord::host_failure(
+                    format!("host error: {e}"),
+                    abi::now_nanos().unwrap_or(0),
+                );
+                return self.refuse(&config, record, 500, "internal error");
+            }
+        };
+        abi::log(abi::LOG_INFO, &verdict.record.log_line());
+        match verdict.action {
+            VerdictAction::Forward(edits) => match apply_edits(&edits) {
+                Ok(()) => {
+                    self.pending = Some(PendingAudit {
+                        record: verdict.record,
+                        request_body: config.audit.capture(),
+                        response_body: config.audit.capture(),
+                        status: None,
+                    });
+                    Action::Continue
+                }
+                Err(e) => {
+                    let mut record = verdict.record;
+                    record.fail(format!("host error: {e}"));
+                    self.refuse(&config, record, 500, "internal error")
+                }
+            },
+            VerdictAction::Respond { status, body } => {
+                write_audit(&config, &verdict.record, Some(status), None, None);
+                respond(status, &body)
             }
         }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let Some(pending) = self.pending.as_mut() {
+            capture_chunk(
+                &mut pending.request_body,
+                abi::BUFFER_REQUEST_BODY,
+                body_size,
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.status = abi::header_value(abi::MAP_RESPONSE_HEADERS, ":status")
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+        }
+        if end_of_stream {
+            self.finish_audit();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(pending) = self.pending.as_mut() {
+            capture_chunk(
+                &mut pending.response_body,
+                abi::BUFFER_RESPONSE_BODY,
+                body_size,
+            );
+        }
+        if end_of_stream {
+            self.finish_audit();
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // Only reached when the response never completed (reset, disconnect).
+        self.finish_audit();
+    }
+}
+
+impl SecretgateHttp {
+    /// Denies with an audit record; the request never reaches OpenBao.
+    fn refuse(
+        &mut self,
+        config: &Config,
+        record: DecisionRecord,
+        status: u32,
+        message: &str,
+    ) -> Action {
+        abi::log(abi::LOG_ERROR, &record.log_line());
+        write_audit(config, &record, Some(status), None, None);
+        respond(status, &error_body(message, &record.request_id))
+    }
+
+    fn finish_audit(&mut self) {
+        let (Some(config), Some(pending)) = (self.config.as_ref(), self.pending.take()) else {
+            return;
+        };
+        write_audit(
+            config,
+            &pending.record,
+            pending.status,
+            Some(&pending.request_body),
+            Some(&pending.response_body),
+        );
+    }
+}
+
+/// Copies a body chunk into the bounded capture; the chunk itself always
+/// flows on to the client unchanged.
+fn capture_chunk(capture: &mut BodyCapture, buffer_type: u32, body_size: usize) {
+    if body_size == 0 || !capture.wants_more() {
+        return;
+    }
+    match abi::buffer_range(buffer_type, 0, body_size) {
+        Ok(chunk) => capture.feed(&chunk),
+        Err(e) => {
+            capture.mark_unreadable();
+            abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
+        }
+    }
+}
+
+/// Exports the record as filter state `wasm.secretgate_audit`, which
+/// Envoy's access log writes with `%FILTER_STATE(wasm.secretgate_audit:PLAIN)%`.
+fn write_audit(
+    config: &Config,
+    record: &DecisionRecord,
+    status: Option<u32>,
+    request_body: Option<&BodyCapture>,
+    response_body: Option<&BodyCapture>,
+) {
+    let rendered = audit::render(
+        &config.audit,
+        record,
+        &ResponseFacts {
+            status,
+            request_body,
+            response_body,
+        },
+    );
+    if let Err(e) = abi::set_property(AUDIT_FILTER_STATE, rendered.as_bytes()) {
+        abi::log(
+            abi::LOG_ERROR,
+            &format!("secretgate: audit record lost: {e}"),
+        );
     }
 }
 
@@ -130,13 +282,13 @@ fn decide(config: &Config) -> Result<Verdict, HostError> {
         IdentitySource::Mtls => abi::property(&["connection", "uri_san_peer_certificate"])?,
         _ => None,
     };
-    let now_secs = i64::try_from(abi::now_nanos()? / 1_000_000_000).unwrap_or(i64::MAX);
+    let now_nanos = abi::now_nanos()?;
     Ok(config.decide(&RequestFacts {
         method,
         target,
         headers: &headers,
         source_address: source_address.as_deref(),
-        now_secs,
+        now_nanos,
         jwt_payload: jwt_payload.as_deref(),
         peer_uri_san: peer_uri_san.as_deref(),
     }))
@@ -156,20 +308,6 @@ fn apply_edits(edits: &ForwardEdits) -> Result<(), HostError> {
         abi::remove_header(map, name)?;
     }
     Ok(())
-}
-
-fn carry_out(verdict: Verdict) -> Action {
-    abi::log(abi::LOG_INFO, &verdict.record.log_line());
-    match &verdict.action {
-        VerdictAction::Forward(edits) => match apply_edits(edits) {
-            Ok(()) => Action::Continue,
-            Err(e) => {
-                abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
-                respond_error(500, "internal error")
-            }
-        },
-        VerdictAction::Respond { status, body } => respond(*status, body),
-    }
 }
 
 fn respond_error(status: u32, message: &str) -> Action {
