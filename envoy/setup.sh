@@ -41,7 +41,7 @@ build_filter() {
     log "ensuring the wasm32-wasip1 target"
     rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
     log "building the secretgate filter"
-    (cd "$REPO_ROOT" && cargo build --release --target wasm32-wasip1 -p secretgate)
+    (cd "$REPO_ROOT" && cargo build --release --target wasm32-wasip1 -p secretgate --lib)
     local wasm="$REPO_ROOT/target/wasm32-wasip1/release/secretgate.wasm"
     if [[ ! -f "$wasm" ]]; then
         log "warning: $wasm was not produced (is the plugin still a stub?)"

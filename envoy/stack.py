@@ -68,6 +68,10 @@ JWT_IDENTITY = {
     "principal_claim": "sub",
     "principal_type": "Workload",
 }
+# Development only: a production key is a secret of its own (see README, Audit).
+DEV_AUDIT_KEY = "secretgate-dev-audit-key-not-for-production"
+DEV_AUDIT = {"mode": "hmac-sha256", "hmac_key": DEV_AUDIT_KEY}
+
 HEADER_IDENTITY = {"source": "header", "header": PRINCIPAL_HEADER, "principal_type": "Workload"}
 # Needs Stack(..., mtls=True): the principal is the verified client certificate's SPIFFE ID.
 MTLS_IDENTITY = {"source": "mtls", "principal_type": "Workload"}
@@ -151,6 +155,7 @@ def plugin_config(policies_dir: str | os.PathLike = POLICIES_DIR, identity: dict
         "entities": json.loads((policies / "entities.json").read_text()),
         "mounts": dict(MOUNTS),
         "identity": dict(identity or JWT_IDENTITY),
+        "audit": dict(DEV_AUDIT),
     }
 
 

@@ -20,12 +20,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stack as stack_module  # noqa: E402  (needs the sys.path entry above)
 
 
+def seed_values() -> list[str]:
+    """Every seeded secret value: canaries that must never reach a log."""
+    seed = json.loads(stack_module.SEED_FILE.read_text())
+    return [value for secret in seed["secrets"] for value in secret["data"].values()]
+
+
+def files_containing(run_dir: Path, needles) -> dict[str, list[str]]:
+    """Which files under a run dir contain which of the needles."""
+    needles = [n for n in needles if n]
+    found: dict[str, list[str]] = {}
+    for path in sorted(Path(run_dir).rglob("*")):
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode(errors="replace")
+        hits = [n for n in needles if n in text]
+        if hits:
+            found[str(path.relative_to(run_dir))] = hits
+    return found
+
+
+def assert_no_secret_in_files(running: stack_module.Stack) -> None:
+    """After a whole run against a stack: no seeded value in anything Envoy or OpenBao wrote."""
+    leaks = files_containing(running.run_dir, seed_values())
+    assert not leaks, f"secret values leaked into {leaks}"
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """The shared stack: OpenBao seeded from seed.json, Envoy with the policies/ configuration and JWT identity."""
+    """The shared stack: OpenBao seeded from seed.json, Envoy with the policies/ configuration and JWT identity.
+    When the session ends, no seeded secret value may appear in any file the stack wrote."""
     config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.JWT_IDENTITY)
     with stack_module.Stack(tmp_path_factory.mktemp("stack"), plugin_config=config) as running:
         yield running
+    assert_no_secret_in_files(running)
 
 
 @pytest.fixture
@@ -42,6 +70,8 @@ def make_stack(tmp_path_factory):
     yield make
     for private in created:
         private.stop()
+    for private in created:
+        assert_no_secret_in_files(private)
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+//! `secretgate hmac --key-file FILE [VALUE]`: prints the `hmac-sha256:<hex>`
+//! an audit record in HMAC mode shows for VALUE (read from stdin when
+//! omitted), so an auditor can grep the access log for a known secret or
+//! token without the log ever holding it.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use secretgate::audit::{AuditConfig, RawAuditConfig};
+
+const USAGE: &str = "usage: secretgate hmac --key-file FILE [VALUE]
+  FILE holds the audit hmac_key (one trailing newline is ignored);
+  VALUE defaults to standard input (one trailing newline is ignored).";
+
+fn trim_newline(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let (key_file, value) = match args {
+        [command, flag, file] if command == "hmac" && flag == "--key-file" => (file, None),
+        [command, flag, file, value] if command == "hmac" && flag == "--key-file" => {
+            (file, Some(value.clone()))
+        }
+        _ => return Err(USAGE.to_owned()),
+    };
+    let key = std::fs::read_to_string(key_file)
+        .map(trim_newline)
+        .map_err(|e| format!("cannot read {key_file}: {e}"))?;
+    let value = match value {
+        Some(v) => v,
+        None => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            trim_newline(input)
+        }
+    };
+    let raw: RawAuditConfig = serde_json::from_value(serde_json::json!({
+        "mode": "hmac-sha256",
+        "hmac_key": key,
+    }))
+    .map_err(|e| e.to_string())?;
+    let config = AuditConfig::from_raw(raw)?;
+    config
+        .hmac_hex(value.as_bytes())
+        .ok_or_else(|| "no HMAC key".to_owned())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(digest) => {
+            println!("{digest}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
