@@ -4,5 +4,8 @@
 pub mod config;
 pub mod protocol;
 pub mod rules;
+pub mod server;
 pub mod store;
 pub mod util;
+pub mod web;
+pub mod webhook;
