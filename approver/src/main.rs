@@ -100,7 +100,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> Result<(), String> {
-    let cfg = Config::load(&path)?;
+    let mut cfg = Config::load(&path)?;
     let store = Store::open(&cfg.database)
         .map_err(|e| format!("opening {}: {e}", cfg.database.display()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -109,6 +109,10 @@ async fn serve(path: PathBuf) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests (and scripts) read this line to learn the port when listen uses port 0.
     println!("approver listening on http://{addr}");
+    if cfg.public_url.is_none() {
+        // With port 0 in `listen`, approval URLs must name the port actually bound.
+        cfg.public_url = Some(format!("http://{addr}"));
+    }
     let app = server::App::new(cfg, store);
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
