@@ -171,9 +171,9 @@ async fn index(State(app): State<Shared>, headers: HeaderMap) -> Response {
         StatusCode::OK,
         "Secretgate approvals",
         &format!(
-            "<p>Signed in as <b id=\"me\">{me}</b> \
+            "<div>Signed in as <b id=\"me\">{me}</b> \
 <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<button type=\"submit\">Sign out</button></form></p>{table}",
+<button type=\"submit\">Sign out</button></form></div>{table}",
             me = esc(&who.id)
         ),
     )
