@@ -328,3 +328,41 @@ async fn state_survives_a_restart() {
     assert_eq!(all.len(), 2);
     assert!(all.iter().all(|x| x["status"] == "approved"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_asks_for_one_scope_share_one_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(start(dir.path(), ""));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            callout(&s, &callout_body("carol", "secret/race", "retry", 0)).await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        ids.insert(r["approval_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(list(&s, ALICE, "pending").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_callout_path_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "callout_path = \"/hooks/secretgate\"");
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/secretgate", s.url))
+        .bearer_auth(CALLOUT_TOKEN)
+        .json(&callout_body("carol", "secret/path", "retry", 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "pending");
+    // The approver listing stays where it was.
+    assert_eq!(list(&s, ALICE, "pending").await.len(), 1);
+}

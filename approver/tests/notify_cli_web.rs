@@ -280,3 +280,68 @@ async fn the_web_page_hides_buttons_on_your_own_request() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_page_denies_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "");
+    let body = callout_body("carol", "secret/web-deny", "retry", 0);
+    let id = callout(&s, &body).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let ok = c
+        .post(format!("{}/login", s.url))
+        .form(&[("token", BOB)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let html = c
+        .get(format!("{}/", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&html);
+    let r = c
+        .post(format!("{}/ui/approvals/{id}/deny", s.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("reason", "ask in #secops first")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = callout(&s, &body).await;
+    assert_eq!(r["status"], "denied");
+    assert_eq!(r["approver"], "bob@example.com");
+    assert_eq!(r["reason"], "ask in #secops first");
+
+    // Signing out ends the session.
+    let r = c
+        .post(format!("{}/logout", s.url))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let html = c
+        .get(format!("{}/", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("action=\"/login\""));
+}
