@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
 
-.PHONY: demo test setup lint unit e2e
+.PHONY: demo test setup lint unit e2e approver-browser
 
 demo:
 	bash envoy/demo.sh
@@ -25,3 +25,8 @@ unit:
 
 e2e: setup
 	$(PYTHON) -m pytest envoy/tests -v -p no:cacheprovider
+
+# Headless-Chromium test of the approval service's web page (installs Debian's
+# chromium when missing). Not part of `make test`: it needs the browser package.
+approver-browser:
+	bash approver/tests/browser.sh
