@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
@@ -235,11 +236,98 @@ impl AuditConfig {
         Some(hex_tagged(&mac.finalize().into_bytes()))
     }
 
-    fn mask_scalar(&self, text: &str) -> Value {
-        match self.hmac_hex(text.as_bytes()) {
-            Some(digest) => Value::String(digest),
-            None => Value::String(REDACTED.to_owned()),
+    /// Masks a JSON body: structure and keys stay; strings and numbers are
+    /// masked unless their key is readable; booleans and nulls stay. A LIST
+    /// response's `data.keys` becomes `{"count": N}` unless `list_keys`.
+    pub fn mask(&self, body: &Value, action: Option<Action>, mount_type: Option<&str>) -> Value {
+        serde_json::from_str(&self.mask_to_json(body, action, mount_type)).unwrap_or(Value::Null)
+    }
+
+    /// [`AuditConfig::mask`] written straight to JSON text: the audit record
+    /// embeds it as is, without building a second tree.
+    pub fn mask_to_json(
+        &self,
+        body: &Value,
+        action: Option<Action>,
+        mount_type: Option<&str>,
+    ) -> String {
+        let mut out = String::with_capacity(256);
+        let scope = MaskScope {
+            mount_type,
+            list_response: action == Some(Action::List),
+        };
+        self.write_masked(body, &scope, Place::Root, &mut out);
+        out
+    }
+
+    fn write_masked(&self, value: &Value, scope: &MaskScope<'_>, place: Place, out: &mut String) {
+        let readable = place == Place::Readable;
+        match value {
+            Value::String(s) if readable => write_json_string(s, out),
+            Value::Number(n) if readable => {
+                let _ = write!(out, "{n}");
+            }
+            Value::String(s) => self.write_masked_scalar(s.as_bytes(), out),
+            Value::Number(n) => self.write_masked_scalar(n.to_string().as_bytes(), out),
+            Value::Bool(true) => out.push_str("true"),
+            Value::Bool(false) => out.push_str("false"),
+            Value::Null => out.push_str("null"),
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    let inner = if readable {
+                        Place::Readable
+                    } else {
+                        Place::Inside
+                    };
+                    self.write_masked(item, scope, inner, out);
+                }
+                out.push(']');
+            }
+            Value::Object(fields) => {
+                out.push('{');
+                for (index, (key, field)) in fields.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(key, out);
+                    out.push(':');
+                    let listing = scope.list_response && place == Place::ListData && key == "keys";
+                    match (listing, field) {
+                        (true, Value::Array(keys)) if !self.list_keys => {
+                            let _ = write!(out, "{{\"count\":{}}}", keys.len());
+                        }
+                        (true, keys) => write_plain(keys, out),
+                        _ => {
+                            let next = if place == Place::Root && key == "data" {
+                                Place::ListData
+                            } else if self.readable(key, scope.mount_type) {
+                                Place::Readable
+                            } else {
+                                Place::Inside
+                            };
+                            self.write_masked(field, scope, next, out);
+                        }
+                    }
+                }
+                out.push('}');
+            }
         }
+    }
+
+    fn write_masked_scalar(&self, text: &[u8], out: &mut String) {
+        out.push('"');
+        match self.hmac.clone() {
+            Some(mut mac) => {
+                mac.update(text);
+                push_tagged_hex(&mac.finalize().into_bytes(), out);
+            }
+            None => out.push_str(REDACTED),
+        }
+        out.push('"');
     }
 
     fn readable(&self, key: &str, mount_type: Option<&str>) -> bool {
@@ -248,51 +336,6 @@ impl AuditConfig {
                 || mount_type
                     .and_then(|m| self.readable_by_mount.get(m))
                     .is_some_and(|set| set.contains(key)))
-    }
-
-    /// Masks a JSON body: structure and keys stay; strings and numbers are
-    /// masked unless their key is readable; booleans and nulls stay.
-    pub fn mask(&self, body: &Value, action: Option<Action>, mount_type: Option<&str>) -> Value {
-        let mut masked = self.mask_value(body, mount_type, false);
-        if action == Some(Action::List) && !self.list_keys {
-            if let Some(keys) = body.pointer("/data/keys").and_then(Value::as_array) {
-                if let Some(data) = masked.get_mut("data").and_then(Value::as_object_mut) {
-                    data.insert("keys".into(), json!({ "count": keys.len() }));
-                }
-            }
-        } else if action == Some(Action::List) {
-            if let Some(keys) = body.pointer("/data/keys") {
-                if let Some(data) = masked.get_mut("data").and_then(Value::as_object_mut) {
-                    data.insert("keys".into(), keys.clone());
-                }
-            }
-        }
-        masked
-    }
-
-    fn mask_value(&self, value: &Value, mount_type: Option<&str>, readable: bool) -> Value {
-        match value {
-            Value::String(s) if readable => Value::String(s.clone()),
-            Value::Number(n) if readable => Value::Number(n.clone()),
-            Value::String(s) => self.mask_scalar(s),
-            Value::Number(n) => self.mask_scalar(&n.to_string()),
-            Value::Bool(_) | Value::Null => value.clone(),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|item| self.mask_value(item, mount_type, readable))
-                    .collect(),
-            ),
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(key, field)| {
-                        let readable = self.readable(key, mount_type);
-                        (key.clone(), self.mask_value(field, mount_type, readable))
-                    })
-                    .collect(),
-            ),
-        }
     }
 
     pub fn capture(&self) -> BodyCapture {
@@ -306,13 +349,63 @@ impl AuditConfig {
     }
 }
 
+/// Where a value sits, which decides how it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Root,
+    /// The top-level `data` object, where a LIST response keeps `keys`.
+    ListData,
+    /// Under a readable key: scalars stay as they are.
+    Readable,
+    Inside,
+}
+
+struct MaskScope<'a> {
+    mount_type: Option<&'a str>,
+    list_response: bool,
+}
+
 fn hex_tagged(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(12 + bytes.len() * 2);
+    push_tagged_hex(bytes, &mut out);
+    out
+}
+
+fn push_tagged_hex(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push_str("hmac-sha256:");
     for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
-    out
+}
+
+/// Writes a string as a JSON string literal.
+fn write_json_string(text: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..index]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
+        }
+        start = index + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// Writes a value unmasked (only for what configuration made readable).
+fn write_plain(value: &Value, out: &mut String) {
+    let _ = write!(out, "{value}");
 }
 
 /// A bounded copy of a streamed body: the first `limit` bytes, plus the
@@ -359,13 +452,14 @@ impl BodyCapture {
         self.seen > self.captured.len() || self.unreadable
     }
 
-    /// The body as the audit record shows it.
+    /// The body as the audit record shows it, as JSON text:
+    /// `{"size", "json": <masked>}` or `{"size", "hmac"?, "not_logged"}`.
     pub fn render(
         &self,
         config: &AuditConfig,
         action: Option<Action>,
         mount_type: Option<&str>,
-    ) -> Value {
+    ) -> String {
         let unlogged = |flag: &str| {
             let mut out = Map::new();
             out.insert("size".into(), json!(self.seen));
@@ -376,7 +470,7 @@ impl BodyCapture {
                 );
             }
             out.insert("not_logged".into(), json!(flag));
-            Value::Object(out)
+            Value::Object(out).to_string()
         };
         if self.unreadable {
             return unlogged("unreadable");
@@ -385,7 +479,11 @@ impl BodyCapture {
             return unlogged("over_max_body_bytes");
         }
         match serde_json::from_slice::<Value>(&self.captured) {
-            Ok(body) => json!({"size": self.seen, "json": config.mask(&body, action, mount_type)}),
+            Ok(body) => format!(
+                "{{\"size\":{},\"json\":{}}}",
+                self.seen,
+                config.mask_to_json(&body, action, mount_type)
+            ),
             Err(_) => unlogged("not_json"),
         }
     }
@@ -423,6 +521,40 @@ pub fn rfc3339(unix_nanos: u64) -> String {
     )
 }
 
+/// The audit record's JSON shape (documented in the README).
+#[derive(Serialize)]
+struct Record<'a> {
+    time: String,
+    request_id: &'a str,
+    principal: Option<PrincipalField<'a>>,
+    claims: Map<String, Value>,
+    source_address: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    namespace: &'a str,
+    action: Option<&'static str>,
+    resource: Option<String>,
+    decision: &'static str,
+    reason: &'a str,
+    policies: &'a [String],
+    errors: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a Value>,
+    response_status: Option<u32>,
+    request_body: Option<Box<RawValue>>,
+    response_body: Option<Box<RawValue>>,
+    token_hmac: Option<&'a str>,
+    request_body_truncated: bool,
+    response_body_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct PrincipalField<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+}
+
 /// Renders the one audit record of a request.
 pub fn render(
     config: &AuditConfig,
@@ -430,41 +562,44 @@ pub fn render(
     response: &ResponseFacts<'_>,
 ) -> String {
     let mount_type = record.mount_type.map(MountType::name);
-    let body = |capture: Option<&BodyCapture>| match capture {
-        Some(c) if !c.is_empty() => c.render(config, record.action, mount_type),
-        _ => Value::Null,
+    let body = |capture: Option<&BodyCapture>| {
+        let capture = capture.filter(|c| !c.is_empty())?;
+        RawValue::from_string(capture.render(config, record.action, mount_type)).ok()
     };
     let claims: Map<String, Value> = config
         .claims
         .iter()
         .filter_map(|name| Some((name.clone(), record.claims.get(name)?.clone())))
         .collect();
-    let mut out = json!({
-        "time": rfc3339(record.time_nanos),
-        "request_id": record.request_id,
-        "principal": record.principal.as_ref().map(|(kind, id)| json!({"type": kind, "id": id})),
-        "claims": claims,
-        "source_address": record.source_address,
-        "method": record.method,
-        "path": record.path,
-        "namespace": record.namespace,
-        "action": record.action.map(Action::as_str),
-        "resource": record.resource.as_ref().map(ToString::to_string),
-        "decision": record.outcome.as_str(),
-        "reason": record.reason,
-        "policies": record.policies,
-        "errors": record.errors,
-        "response_status": response.status,
-        "request_body": body(response.request_body),
-        "response_body": body(response.response_body),
-        "token_hmac": record.token_hmac,
-        "request_body_truncated": response.request_body.is_some_and(BodyCapture::truncated),
-        "response_body_truncated": response.response_body.is_some_and(BodyCapture::truncated),
-    });
-    if let (Some(approval), Some(fields)) = (&record.approval, out.as_object_mut()) {
-        fields.insert("approval".into(), approval.clone());
-    }
-    out.to_string()
+    let out = Record {
+        time: rfc3339(record.time_nanos),
+        request_id: &record.request_id,
+        principal: record
+            .principal
+            .as_ref()
+            .map(|(kind, id)| PrincipalField { kind, id }),
+        claims,
+        source_address: record.source_address.as_deref(),
+        method: &record.method,
+        path: &record.path,
+        namespace: &record.namespace,
+        action: record.action.map(Action::as_str),
+        resource: record.resource.as_ref().map(ToString::to_string),
+        decision: record.outcome.as_str(),
+        reason: &record.reason,
+        policies: &record.policies,
+        errors: &record.errors,
+        approval: record.approval.as_ref(),
+        response_status: response.status,
+        request_body: body(response.request_body),
+        response_body: body(response.response_body),
+        token_hmac: record.token_hmac.as_deref(),
+        request_body_truncated: response.request_body.is_some_and(BodyCapture::truncated),
+        response_body_truncated: response.response_body.is_some_and(BodyCapture::truncated),
+    };
+    // Serialising plain strings, numbers and pre-validated JSON cannot fail;
+    // if it ever did, an empty object still marks that a request happened.
+    serde_json::to_string(&out).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]

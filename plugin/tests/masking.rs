@@ -217,7 +217,8 @@ fn bodies_that_are_not_json_or_too_large_are_never_logged() {
     let audit = config(json!({"max_body_bytes": 32}));
     let mut malformed = audit.capture();
     malformed.feed(b"{\"password\": \"unterminated");
-    let shown = malformed.render(&audit, Some(Action::Read), Some("kv-v2"));
+    let shown: Value =
+        serde_json::from_str(&malformed.render(&audit, Some(Action::Read), Some("kv-v2"))).unwrap();
     assert_eq!(shown["not_logged"], "not_json");
     assert_eq!(shown["size"], 26);
     assert_eq!(shown["hmac"], hmac("{\"password\": \"unterminated"));
@@ -227,7 +228,8 @@ fn bodies_that_are_not_json_or_too_large_are_never_logged() {
     large.feed(b"{\"data\": {\"password\": \"");
     large.feed(b"this-part-is-past-the-limit\"}}");
     assert!(large.truncated());
-    let shown = large.render(&audit, Some(Action::Read), Some("kv-v2"));
+    let shown: Value =
+        serde_json::from_str(&large.render(&audit, Some(Action::Read), Some("kv-v2"))).unwrap();
     assert_eq!(shown["not_logged"], "over_max_body_bytes");
     assert_eq!(shown["size"], 53);
     assert_eq!(
@@ -237,12 +239,21 @@ fn bodies_that_are_not_json_or_too_large_are_never_logged() {
 
     let mut fits = audit.capture();
     fits.feed(b"{\"data\": {\"pin\": 1234}}");
-    let shown = fits.render(&audit, Some(Action::Read), Some("kv-v2"));
+    let shown: Value =
+        serde_json::from_str(&fits.render(&audit, Some(Action::Read), Some("kv-v2"))).unwrap();
     assert_eq!(shown["json"]["data"]["pin"], hmac("1234"));
 
     let redacting = redact();
     let mut redacted = redacting.capture();
     redacted.feed(b"not json at all");
-    let shown = redacted.render(&redacting, None, None);
+    let shown: Value = serde_json::from_str(&redacted.render(&redacting, None, None)).unwrap();
     assert_eq!(shown, json!({"size": 15, "not_logged": "not_json"}));
+}
+
+#[test]
+fn keys_and_readable_values_are_escaped_into_valid_json() {
+    let body = json!({"request_id": "quote\" backslash\\ newline\n tab\t nul\u{0}", "we\"ird\nkey": {"x\\": "y"}});
+    let masked = config(json!({})).mask(&body, Some(Action::Read), Some("kv-v2"));
+    assert_eq!(masked["request_id"], body["request_id"]);
+    assert_eq!(masked["we\"ird\nkey"]["x\\"], hmac("y"));
 }
