@@ -30,7 +30,7 @@ fn vault_body(target: usize) -> Vec<u8> {
             format!("secret_{index}"),
             json!(format!("s3cr3t-{index:08}-Zx9!qL2@pW7#nM4$vB6%yT1^rE8&")),
         );
-        if index % 5 == 0 {
+        if index.is_multiple_of(5) {
             data.insert(format!("port_{index}"), json!(5432 + index));
         }
         index += 1;
