@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::approval::ApprovalConfig;
 use crate::audit::{AuditConfig, RawAuditConfig};
 use crate::classify::{MountError, MountTable};
 use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
@@ -26,6 +27,8 @@ struct RawConfig {
     identity: RawIdentity,
     #[serde(default)]
     audit: Option<RawAuditConfig>,
+    #[serde(default)]
+    approval: Option<ApprovalConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +76,7 @@ pub enum ConfigError {
     Mounts(MountError),
     Identity(String),
     Audit(String),
+    Approval(String),
     Policy(PolicyError),
 }
 
@@ -83,6 +87,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Mounts(e) => write!(f, "mounts: {e}"),
             ConfigError::Identity(e) => write!(f, "identity: {e}"),
             ConfigError::Audit(e) => write!(f, "audit: {e}"),
+            ConfigError::Approval(e) => write!(f, "approval: {e}"),
             ConfigError::Policy(e) => write!(f, "policies: {e}"),
         }
     }
@@ -95,6 +100,7 @@ pub struct Config {
     pub mounts: MountTable,
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
+    pub approval: Option<ApprovalConfig>,
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -160,6 +166,14 @@ impl Config {
                 )));
             }
         }
+        if let Some(approval) = &raw.approval {
+            approval.validate().map_err(ConfigError::Approval)?;
+        }
+        if raw.approval.is_none() && !engine.approvals().is_empty() {
+            return Err(ConfigError::Approval(
+                "policies use @approval but no approval service is configured".into(),
+            ));
+        }
         Ok(Config {
             engine,
             mounts,
@@ -168,6 +182,7 @@ impl Config {
                 principal_type,
             },
             audit,
+            approval: raw.approval,
         })
     }
 }

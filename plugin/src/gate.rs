@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
+use crate::approval::{ApprovalReply, CalloutRequest, ReplyError};
 use crate::classify::{Action, ClassifyError, HttpRequest, MountType, ResourceRef};
 use crate::config::Config;
 use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
@@ -22,6 +23,9 @@ const NAMESPACE_HEADER: &[u8] = b"x-vault-namespace";
 const REQUEST_ID_HEADER: &[u8] = b"x-request-id";
 const VAULT_TOKEN_HEADER: &[u8] = b"x-vault-token";
 const AUTHORIZATION_HEADER: &[u8] = b"authorization";
+/// Why the caller wants the secret (e.g. a CI run URL), passed to approvers.
+const REASON_HEADER: &[u8] = b"x-secretgate-reason";
+const MAX_REASON_LEN: usize = 1024;
 /// Raw paths longer than this are cut in the audit record.
 const MAX_LOGGED_PATH: usize = 2048;
 
@@ -52,6 +56,13 @@ pub enum Outcome {
     BadRequest,
     MethodNotAllowed,
     HostError,
+    /// Permitted only under `@approval`: waiting for the approval service.
+    AwaitingApproval,
+    ApprovalDenied,
+    /// `retry` mode (or a hold that timed out): ask again once approved.
+    ApprovalRequired,
+    /// The approval service failed, timed out or answered garbage.
+    ApprovalError,
 }
 
 impl Outcome {
@@ -64,6 +75,10 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::HostError => "host_error",
+            Outcome::AwaitingApproval => "pending_approval",
+            Outcome::ApprovalDenied => "approval_denied",
+            Outcome::ApprovalRequired => "approval_required",
+            Outcome::ApprovalError => "approval_error",
         }
     }
 }
@@ -191,7 +206,16 @@ pub struct ForwardEdits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerdictAction {
     Forward(ForwardEdits),
-    Respond { status: u32, body: String },
+    Respond {
+        status: u32,
+        body: String,
+    },
+    /// Ask the approval service (`body` is the callout JSON); forward with
+    /// `edits` only if it approves.
+    AskApproval {
+        body: String,
+        edits: ForwardEdits,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -365,8 +389,6 @@ impl Config {
             return deny(record, outcome, 403, "permission denied", reason.to_owned());
         }
 
-        record.outcome = Outcome::Allowed;
-        record.reason = "permitted".to_owned();
         let edits = ForwardEdits {
             path: (classification.canonical_target != facts.target)
                 .then_some(classification.canonical_target),
@@ -375,8 +397,129 @@ impl Config {
                 .map(|_| classification.namespace.clone()),
             remove_headers: identity_header.map(str::to_owned).into_iter().collect(),
         };
+        let required = self.engine.approvals().required(&record.policies);
+        let Some((policy, rule)) = required else {
+            record.outcome = Outcome::Allowed;
+            record.reason = "permitted".to_owned();
+            return Verdict {
+                action: VerdictAction::Forward(edits),
+                record,
+            };
+        };
+        let Some(service) = &self.approval else {
+            // Config::from_json refuses @approval without a service; never pass.
+            let reason = "approval required but no approval service".to_owned();
+            return deny(
+                record,
+                Outcome::ApprovalError,
+                403,
+                "permission denied",
+                reason,
+            );
+        };
+        let reason_header = header_values(facts.headers, REASON_HEADER)
+            .first()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|v| v.chars().take(MAX_REASON_LEN).collect::<String>())
+            .unwrap_or_default();
+        let claims: Map<String, Value> = self
+            .audit
+            .claims
+            .iter()
+            .filter_map(|name| Some((name.clone(), principal.claims.get(name)?.clone())))
+            .collect();
+        let resource = classification.resource.to_string();
+        let body = CalloutRequest {
+            request_id: &record.request_id,
+            principal_type: &principal.entity_type,
+            principal_id: &principal.id,
+            claims: &claims,
+            action: classification.action.as_str(),
+            resource: &resource,
+            policy,
+            rule,
+            reason: &reason_header,
+            wait_ms: service.effective_wait_ms(),
+        }
+        .body();
+        record.outcome = Outcome::AwaitingApproval;
+        record.reason = "waiting for approval".to_owned();
+        record.approval = Some(json!({
+            "policy": policy,
+            "approvers": rule.approvers,
+            "mode": rule.mode.as_str(),
+            "outcome": "pending",
+        }));
         Verdict {
-            action: VerdictAction::Forward(edits),
+            action: VerdictAction::AskApproval { body, edits },
+            record,
+        }
+    }
+
+    /// Turns the approval service's reply into the request's fate. Anything
+    /// but an approval is a deny; the record says who decided and why.
+    pub fn conclude_approval(
+        &self,
+        mut record: DecisionRecord,
+        edits: ForwardEdits,
+        reply: Result<ApprovalReply, ReplyError>,
+    ) -> Verdict {
+        let mut approval = record.approval.take().unwrap_or_else(|| json!({}));
+        let verdict = match reply {
+            Ok(ApprovalReply::Approved {
+                grant_id,
+                approver,
+                expires_at,
+            }) => {
+                approval["outcome"] = json!("approved");
+                approval["grant_id"] = json!(grant_id);
+                approval["approver"] = json!(approver);
+                approval["expires_at"] = json!(expires_at);
+                record.outcome = Outcome::Allowed;
+                record.reason = "permitted after approval".to_owned();
+                record.approval = Some(approval);
+                return Verdict {
+                    action: VerdictAction::Forward(edits),
+                    record,
+                };
+            }
+            Ok(ApprovalReply::Denied { approver, reason }) => {
+                approval["outcome"] = json!("denied");
+                approval["approver"] = json!(approver);
+                approval["reason"] = json!(reason);
+                (Outcome::ApprovalDenied, "approval denied", None)
+            }
+            Ok(ApprovalReply::Pending {
+                approval_id,
+                approval_url,
+            }) => {
+                approval["outcome"] = json!("pending");
+                approval["id"] = json!(approval_id);
+                let body = json!({
+                    "errors": ["approval required"],
+                    "approval_id": approval_id,
+                    "approval_url": approval_url,
+                    "request_id": record.request_id,
+                })
+                .to_string();
+                (Outcome::ApprovalRequired, "approval required", Some(body))
+            }
+            Err(error) => {
+                approval["outcome"] = json!("error");
+                approval["reason"] = json!(error.to_string());
+                (Outcome::ApprovalError, "approval unavailable", None)
+            }
+        };
+        let (outcome, message, body) = verdict;
+        record.reason = match outcome {
+            Outcome::ApprovalError => approval["reason"].as_str().unwrap_or(message).to_owned(),
+            _ => message.to_owned(),
+        };
+        record.outcome = outcome;
+        record.approval = Some(approval);
+        let body = body.unwrap_or_else(|| error_body(message, &record.request_id));
+        Verdict {
+            action: VerdictAction::Respond { status: 403, body },
             record,
         }
     }

@@ -4,6 +4,7 @@
 //! Everything but `adapter` is a pure core with no proxy-wasm calls, tested
 //! and benchmarked natively; `adapter` binds it to the host.
 
+pub mod approval;
 pub mod audit;
 pub mod claims;
 pub mod classify;

@@ -11,12 +11,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::{json, Map, Value};
 
+use crate::approval::{ApprovalRule, ApprovalRules};
 use crate::claims::ClaimsShape;
 use crate::classify::{Action, ResourceKind, ResourceRef};
 use crate::identity::Principal;
@@ -96,6 +97,7 @@ pub struct PolicyEngine {
     actions: HashMap<Action, EntityUid>,
     resource_types: HashMap<ResourceKind, EntityTypeName>,
     authorizer: Authorizer,
+    approvals: ApprovalRules,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -171,7 +173,7 @@ impl PolicyEngine {
             actions.insert(action, action_uid);
         }
 
-        let policies = parse_policies(policies_src)?;
+        let (policies, approvals) = parse_policies(policies_src)?;
         validate_policies(&schema, &policies, policies_src)?;
         let entities = load_entities(entities, &schema, &resource_types)?;
 
@@ -184,6 +186,7 @@ impl PolicyEngine {
             actions,
             resource_types,
             authorizer: Authorizer::new(),
+            approvals,
         };
         engine.check_request_shape()?;
         Ok(engine)
@@ -191,6 +194,11 @@ impl PolicyEngine {
 
     pub fn claims_shape(&self) -> &ClaimsShape {
         &self.claims_shape
+    }
+
+    /// Which permits require a human's approval.
+    pub fn approvals(&self) -> &ApprovalRules {
+        &self.approvals
     }
 
     pub fn policy_count(&self) -> usize {
@@ -338,7 +346,7 @@ impl PolicyEngine {
 }
 
 /// Parses the policy text, giving each policy its `@id` annotation as id.
-fn parse_policies(src: &str) -> Result<PolicySet, PolicyError> {
+fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> {
     let spans = StatementSpans::scan(src);
     policy_text::check_limits(src, &spans)?;
     let parsed = PolicySet::from_str(src).map_err(|e| {
@@ -355,6 +363,7 @@ fn parse_policies(src: &str) -> Result<PolicySet, PolicyError> {
         ));
     }
     let mut renamed = PolicySet::new();
+    let mut approvals = ApprovalRules::default();
     let mut ids: HashSet<String> = HashSet::new();
     for policy in parsed.policies() {
         let id = policy
@@ -367,6 +376,19 @@ fn parse_policies(src: &str) -> Result<PolicySet, PolicyError> {
                 message: "duplicate @id".into(),
             });
         }
+        let is_permit = policy.effect() == Effect::Permit;
+        let rule = ApprovalRule::from_annotations(
+            |key| policy.annotation(key).map(str::to_owned),
+            is_permit,
+        )
+        .map_err(|message| PolicyError {
+            policy_id: Some(id.clone()),
+            line: None,
+            message,
+        })?;
+        if let Some(rule) = rule {
+            approvals.insert(id.clone(), rule);
+        }
         let policy: Policy = policy.new_id(PolicyId::new(&id));
         renamed.add(policy).map_err(|e| PolicyError {
             policy_id: Some(id.clone()),
@@ -374,7 +396,7 @@ fn parse_policies(src: &str) -> Result<PolicySet, PolicyError> {
             message: e.to_string(),
         })?;
     }
-    Ok(renamed)
+    Ok((renamed, approvals))
 }
 
 fn validate_policies(schema: &Schema, policies: &PolicySet, src: &str) -> Result<(), PolicyError> {

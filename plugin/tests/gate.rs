@@ -99,13 +99,14 @@ fn status(verdict: &Verdict) -> u32 {
     match &verdict.action {
         VerdictAction::Forward(_) => 200,
         VerdictAction::Respond { status, .. } => *status,
+        VerdictAction::AskApproval { .. } => 0,
     }
 }
 
 fn body(verdict: &Verdict) -> Value {
     match &verdict.action {
         VerdictAction::Respond { body, .. } => serde_json::from_str(body).unwrap(),
-        VerdictAction::Forward(_) => Value::Null,
+        VerdictAction::Forward(_) | VerdictAction::AskApproval { .. } => Value::Null,
     }
 }
 
@@ -470,4 +471,169 @@ fn an_evaluation_error_is_a_deny_even_when_it_disarms_a_forbid() {
         verdict.record.errors
     );
     assert_eq!(body(&verdict)["errors"], json!(["permission denied"]));
+}
+
+mod approval {
+    use super::*;
+    use secretgate::approval::{ApprovalReply, ReplyError};
+
+    const POLICIES: &str = r#"
+        @id("prod-needs-secops")
+        @approval("secops")
+        @approval_ttl("30m")
+        permit(principal, action == Action::"read", resource in Path::"secret/prod");
+
+        @id("break-glass-bot-needs-nobody")
+        permit(principal == Workload::"break-glass", action == Action::"read", resource in Path::"secret/prod");
+
+        @id("retry-for-staging")
+        @approval("release")
+        @approval_mode("retry")
+        permit(principal, action == Action::"read", resource in Path::"secret/staging");
+
+        @id("contractors-never-prod")
+        forbid(principal == Workload::"contractor", action, resource in Path::"secret/prod");
+    "#;
+
+    fn config() -> Config {
+        let config = json!({
+            "schema": policies_dir("schema.cedarschema"),
+            "policies": POLICIES,
+            "mounts": {"secret": "kv-v2"},
+            "identity": {"source": "header"},
+            "approval": {"cluster": "approver", "authority": "approver.local", "timeout_ms": 10000}
+        });
+        Config::from_json(config.to_string().as_bytes()).unwrap()
+    }
+
+    fn ask(principal: &'static str, target: &'static str) -> Verdict {
+        Call::get(target)
+            .header("x-secretgate-principal", principal)
+            .header("x-secretgate-reason", "https://ci.example/run/42")
+            .decide(&config())
+    }
+
+    #[test]
+    fn a_permit_under_approval_pauses_and_asks_the_service() {
+        let verdict = ask("ci-bot", "/v1/secret/data/prod/db");
+        assert_eq!(verdict.record.outcome, Outcome::AwaitingApproval);
+        let VerdictAction::AskApproval { body, .. } = &verdict.action else {
+            panic!("expected a callout, got {:?}", verdict.action);
+        };
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            body["principal"],
+            json!({"type": "Workload", "id": "ci-bot"})
+        );
+        assert_eq!(body["action"], "read");
+        assert_eq!(body["resource"], "Secret::\"secret/prod/db\"");
+        assert_eq!(body["approvers"], "secops");
+        assert_eq!(body["policies"], json!(["prod-needs-secops"]));
+        assert_eq!(body["reason"], "https://ci.example/run/42");
+        assert_eq!(body["mode"], "hold");
+        assert_eq!(body["wait_ms"], 9000);
+        assert_eq!(body["ttl_s"], 1800);
+        assert_eq!(body["request_id"], "req-1");
+        assert!(!body.to_string().contains(TOKEN));
+    }
+
+    #[test]
+    fn an_unannotated_permit_passes_without_asking_and_forbid_still_wins() {
+        let glass = ask("break-glass", "/v1/secret/data/prod/db");
+        assert_eq!(status(&glass), 200);
+        assert_eq!(glass.record.outcome, Outcome::Allowed);
+        let contractor = ask("contractor", "/v1/secret/data/prod/db");
+        assert_eq!(status(&contractor), 403);
+        assert_eq!(contractor.record.policies, ["contractors-never-prod"]);
+    }
+
+    #[test]
+    fn retry_mode_asks_without_waiting() {
+        let verdict = ask("ci-bot", "/v1/secret/data/staging/db");
+        let VerdictAction::AskApproval { body, .. } = &verdict.action else {
+            panic!("expected a callout");
+        };
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (body["mode"].as_str(), body["wait_ms"].as_u64()),
+            (Some("retry"), Some(0))
+        );
+    }
+
+    fn conclude(reply: Result<ApprovalReply, ReplyError>) -> Verdict {
+        let config = config();
+        let asked = ask("ci-bot", "/v1/secret/data/prod/db");
+        let VerdictAction::AskApproval { edits, .. } = asked.action else {
+            panic!("expected a callout");
+        };
+        config.conclude_approval(asked.record, edits, reply)
+    }
+
+    #[test]
+    fn only_an_approval_releases_the_request() {
+        let approved = conclude(Ok(ApprovalReply::Approved {
+            grant_id: "gr_1".into(),
+            approver: "alice".into(),
+            expires_at: "2026-11-28T15:00:00Z".into(),
+        }));
+        assert_eq!(status(&approved), 200);
+        assert_eq!(approved.record.outcome, Outcome::Allowed);
+        let fields = approved.record.approval.clone().unwrap();
+        assert_eq!(fields["outcome"], "approved");
+        assert_eq!(fields["approver"], "alice");
+        assert_eq!(fields["grant_id"], "gr_1");
+
+        let denied = conclude(Ok(ApprovalReply::Denied {
+            approver: "bob".into(),
+            reason: "freeze".into(),
+        }));
+        assert_eq!(status(&denied), 403);
+        assert_eq!(body(&denied)["errors"], json!(["approval denied"]));
+        assert_eq!(denied.record.approval.clone().unwrap()["reason"], "freeze");
+
+        let pending = conclude(Ok(ApprovalReply::Pending {
+            approval_id: "ap_9".into(),
+            approval_url: "http://approver/#ap_9".into(),
+        }));
+        assert_eq!(status(&pending), 403);
+        assert_eq!(
+            body(&pending),
+            json!({"errors": ["approval required"], "approval_id": "ap_9",
+                   "approval_url": "http://approver/#ap_9", "request_id": "req-1"})
+        );
+
+        for failure in [
+            ReplyError::Unreachable,
+            ReplyError::CalloutRejected,
+            ReplyError::Status(500),
+            ReplyError::Malformed("status"),
+        ] {
+            let failed = conclude(Err(failure.clone()));
+            assert_eq!(status(&failed), 403, "{failure:?}");
+            assert_eq!(failed.record.outcome, Outcome::ApprovalError);
+            assert_eq!(body(&failed)["errors"], json!(["approval unavailable"]));
+            assert_eq!(failed.record.reason, failure.to_string());
+        }
+    }
+
+    #[test]
+    fn approval_annotations_need_a_service_and_sane_values() {
+        let without_service = json!({
+            "schema": policies_dir("schema.cedarschema"),
+            "policies": POLICIES,
+            "identity": {"source": "header"}
+        });
+        assert!(load_error(without_service).contains("no approval service"));
+        let bad_ttl = json!({
+            "schema": policies_dir("schema.cedarschema"),
+            "policies": "@id(\"p\") @approval(\"x\") @approval_ttl(\"soon\") permit(principal, action, resource);",
+            "identity": {"source": "header"},
+            "approval": {"cluster": "a", "authority": "a"}
+        });
+        let error = load_error(bad_ttl);
+        assert!(
+            error.contains("policy \"p\"") && error.contains("approval_ttl"),
+            "{error}"
+        );
+    }
 }

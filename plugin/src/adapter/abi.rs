@@ -14,9 +14,12 @@ pub const LOG_INFO: u32 = 2;
 pub const LOG_ERROR: u32 = 4;
 pub const BUFFER_REQUEST_BODY: u32 = 0;
 pub const BUFFER_RESPONSE_BODY: u32 = 1;
+pub const BUFFER_CALLOUT_RESPONSE_BODY: u32 = 4;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_RESPONSE_HEADERS: u32 = 2;
+pub const MAP_CALLOUT_RESPONSE_HEADERS: u32 = 6;
+const STREAM_HTTP_REQUEST: u32 = 0;
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,7 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -170,6 +174,14 @@ pub fn header_value(map_type: u32, name: &str) -> Result<Option<Vec<u8>>, HostEr
             status,
         }),
     }
+}
+
+/// Resumes a request paused in `on_http_request_headers`.
+pub fn resume_request() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("proxy_continue_stream", unsafe {
+        proxy_continue_stream(STREAM_HTTP_REQUEST)
+    })
 }
 
 /// Sets filter state; Envoy stores `name` as `wasm.<name>`.

@@ -9,6 +9,11 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+
+use crate::approval::{parse_reply, ApprovalReply, ReplyError};
 use crate::audit::{self, BodyCapture, ResponseFacts};
 use crate::config::Config;
 use crate::gate::{error_body, DecisionRecord, ForwardEdits, RequestFacts, Verdict, VerdictAction};
@@ -19,6 +24,8 @@ use abi::HostError;
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
 /// Public contract: Envoy exposes it as filter state `wasm.secretgate_audit`.
 const AUDIT_FILTER_STATE: &str = "secretgate_audit";
+/// An approval reply is a few hundred bytes; never copy more than this.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
@@ -70,6 +77,7 @@ impl RootContext for SecretgateRoot {
         Some(Box::new(SecretgateHttp {
             config: self.config.clone(),
             pending: None,
+            awaiting: None,
         }))
     }
 }
@@ -78,6 +86,16 @@ struct SecretgateHttp {
     config: Option<Rc<Config>>,
     /// The record of a forwarded request, completed when the response ends.
     pending: Option<PendingAudit>,
+    /// A request paused while the approval service decides.
+    awaiting: Option<AwaitingApproval>,
+}
+
+/// A paused request and the callout it waits for. Taken exactly once, so
+/// the request is resumed or refused exactly once.
+struct AwaitingApproval {
+    token: u32,
+    record: DecisionRecord,
+    edits: ForwardEdits,
 }
 
 /// What the audit record of a forwarded request still waits for.
@@ -88,7 +106,38 @@ struct PendingAudit {
     status: Option<u32>,
 }
 
-impl Context for SecretgateHttp {}
+impl Context for SecretgateHttp {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(config), Some(awaiting)) = (self.config.clone(), self.awaiting.take()) else {
+            abi::log(
+                abi::LOG_ERROR,
+                "secretgate: callout reply with no request waiting",
+            );
+            return;
+        };
+        let reply = if awaiting.token != token_id {
+            Err(ReplyError::Malformed("unknown callout token"))
+        } else if num_headers == 0 && body_size == 0 {
+            // Envoy reports a failed callout (connect error, reset, timeout) as (token, 0, 0, 0).
+            Err(ReplyError::Unreachable)
+        } else {
+            read_callout_reply(body_size)
+        };
+        let verdict = config.conclude_approval(awaiting.record, awaiting.edits, reply);
+        let action = self.carry_out(&config, verdict);
+        if action == Action::Continue {
+            if let Err(e) = abi::resume_request() {
+                abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
+            }
+        }
+    }
+}
 
 impl HttpContext for SecretgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -105,29 +154,7 @@ impl HttpContext for SecretgateHttp {
                 return self.refuse(&config, record, 500, "internal error");
             }
         };
-        abi::log(abi::LOG_INFO, &verdict.record.log_line());
-        match verdict.action {
-            VerdictAction::Forward(edits) => match apply_edits(&edits) {
-                Ok(()) => {
-                    self.pending = Some(PendingAudit {
-                        record: verdict.record,
-                        request_body: config.audit.capture(),
-                        response_body: config.audit.capture(),
-                        status: None,
-                    });
-                    Action::Continue
-                }
-                Err(e) => {
-                    let mut record = verdict.record;
-                    record.fail(format!("host error: {e}"));
-                    self.refuse(&config, record, 500, "internal error")
-                }
-            },
-            VerdictAction::Respond { status, body } => {
-                write_audit(&config, &verdict.record, Some(status), None, None);
-                respond(status, &body)
-            }
-        }
+        self.carry_out(&config, verdict)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
@@ -169,12 +196,61 @@ impl HttpContext for SecretgateHttp {
     }
 
     fn on_log(&mut self) {
-        // Only reached when the response never completed (reset, disconnect).
+        // Only reached when the response never completed (reset, disconnect),
+        // or the client left while the approval service was deciding.
+        if let (Some(config), Some(awaiting)) = (self.config.clone(), self.awaiting.take()) {
+            let mut record = awaiting.record;
+            record.reason = "client left while waiting for approval".to_owned();
+            write_audit(&config, &record, None, None, None);
+        }
         self.finish_audit();
     }
 }
 
 impl SecretgateHttp {
+    /// Carries out a verdict: forward (and audit when the response ends),
+    /// answer locally, or pause and ask the approval service.
+    fn carry_out(&mut self, config: &Rc<Config>, verdict: Verdict) -> Action {
+        abi::log(abi::LOG_INFO, &verdict.record.log_line());
+        let record = verdict.record;
+        match verdict.action {
+            VerdictAction::Forward(edits) => match apply_edits(&edits) {
+                Ok(()) => {
+                    self.pending = Some(PendingAudit {
+                        record,
+                        request_body: config.audit.capture(),
+                        response_body: config.audit.capture(),
+                        status: None,
+                    });
+                    Action::Continue
+                }
+                Err(e) => {
+                    let mut record = record;
+                    record.fail(format!("host error: {e}"));
+                    self.refuse(config, record, 500, "internal error")
+                }
+            },
+            VerdictAction::Respond { status, body } => {
+                write_audit(config, &record, Some(status), None, None);
+                respond(status, &body)
+            }
+            VerdictAction::AskApproval { body, edits } => match dispatch_callout(config, &body) {
+                Ok(token) => {
+                    self.awaiting = Some(AwaitingApproval {
+                        token,
+                        record,
+                        edits,
+                    });
+                    Action::Pause
+                }
+                Err(reason) => {
+                    let verdict = config.conclude_approval(record, edits, Err(reason));
+                    self.carry_out(config, verdict)
+                }
+            },
+        }
+    }
+
     /// Denies with an audit record; the request never reaches OpenBao.
     fn refuse(
         &mut self,
@@ -200,6 +276,55 @@ impl SecretgateHttp {
             Some(&pending.response_body),
         );
     }
+}
+
+/// Sends the callout to the approval service's cluster.
+fn dispatch_callout(config: &Config, body: &str) -> Result<u32, ReplyError> {
+    let service = config
+        .approval
+        .as_ref()
+        .ok_or(ReplyError::Malformed("no approval service configured"))?;
+    let bearer = service
+        .token
+        .as_ref()
+        .map(|token| format!("Bearer {token}"));
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", service.path.as_str()),
+        (":authority", service.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
+    }
+    // The SDK's dispatch registers the token so the reply reaches this context.
+    hostcalls::dispatch_http_call(
+        &service.cluster,
+        headers,
+        Some(body.as_bytes()),
+        Vec::new(),
+        Duration::from_millis(u64::from(service.timeout_ms)),
+    )
+    .map_err(|_| ReplyError::CalloutRejected)
+}
+
+/// Reads the callout's status and body.
+fn read_callout_reply(body_size: usize) -> Result<ApprovalReply, ReplyError> {
+    let unreadable = ReplyError::Malformed("unreadable reply");
+    let raw_headers =
+        abi::header_pairs(abi::MAP_CALLOUT_RESPONSE_HEADERS).map_err(|_| unreadable.clone())?;
+    let headers = pairs::decode(&raw_headers).ok_or(unreadable.clone())?;
+    let status = headers
+        .iter()
+        .find(|(name, _)| *name == b":status")
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+    let body = abi::buffer_range(
+        abi::BUFFER_CALLOUT_RESPONSE_BODY,
+        0,
+        body_size.min(MAX_REPLY_BYTES),
+    )
+    .map_err(|_| unreadable)?;
+    parse_reply(status, &body)
 }
 
 /// Copies a body chunk into the bounded capture; the chunk itself always
