@@ -380,6 +380,7 @@ def envoy_config(
     jwks: dict,
     access_log: Path,
     mtls: DevPki | None = None,
+    extra_clusters: dict[str, int] | None = None,
 ) -> dict:
     """Envoy bootstrap: jwt_authn -> secretgate wasm -> router -> OpenBao.
 
@@ -387,6 +388,7 @@ def envoy_config(
     so tests can hand the filter deliberately broken configurations. With
     ``mtls`` the listener speaks TLS and requires a client certificate signed
     by that CA (see downstream_tls_context); without it, plain HTTP.
+    ``extra_clusters`` adds loopback clusters by name (e.g. the approval service).
     """
     if not isinstance(plugin_configuration, str):
         plugin_configuration = json.dumps(plugin_configuration)
@@ -429,17 +431,21 @@ def envoy_config(
                 }
             ],
             "clusters": [
-                {
-                    "name": "openbao",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    # No protocol options: upstream HTTP/1.1 is Envoy's default.
-                    "load_assignment": {
-                        "cluster_name": "openbao",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(bao_port)}}]}],
-                    },
-                }
+                _loopback_cluster(name, port) for name, port in {"openbao": bao_port, **(extra_clusters or {})}.items()
             ],
+        },
+    }
+
+
+def _loopback_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        # No protocol options: upstream HTTP/1.1 is Envoy's default.
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(port)}}]}],
         },
     }
 
@@ -685,6 +691,8 @@ class Stack:
         self.seed_file = Path(seed_file)
         self.signing_key = DevSigningKey.load_or_create(self.run_dir)
         self.pki = DevPki.load_or_create(self.run_dir) if mtls else None
+        # Upstream clusters besides OpenBao, by name -> loopback port (e.g. "approver").
+        self.extra_clusters: dict[str, int] = {}
         self.bao_port, self.listen_port, self.admin_port = free_ports(3)
         self.root_token = "dev-root-" + secrets.token_hex(16)
         self._bao: subprocess.Popen | None = None
@@ -876,6 +884,7 @@ class Stack:
             jwks=self.signing_key.jwks(),
             access_log=self.path("access.log"),
             mtls=self.pki,
+            extra_clusters=self.extra_clusters,
         )
         config_file.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
         self.envoy_base_id = random.randint(1_000, 4_000_000)  # several Envoys may share the machine

@@ -1,0 +1,276 @@
+"""Approval end to end: real Envoy running secretgate.wasm, real OpenBao, and
+the real approval service (approver/), wired through an Envoy cluster."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+import stack as stack_module
+from conftest import RawClient
+
+CALLOUT_TOKEN = "e2e-callout-token-0123456789abcdef"
+ALICE = ("alice@acme.test", "e2e-alice-token-0123456789abcdef")
+BOT = ("acme-bot", "e2e-acmebot-token-0123456789abcdef")  # the JWTs' actor claim: may not self-approve
+OUTSIDER = ("mallory@acme.test", "e2e-mallory-token-0123456789abcd")
+
+APPROVAL_POLICIES = """
+@id("prod-web-needs-secops")
+@approval("secops")
+permit (principal in Group::"ci", action == Action::"read", resource in Path::"secret/prod/acme/web")
+when { context.claims has environment && context.claims.environment == "production" };
+
+@id("staging-web-retry")
+@approval("secops")
+@approval_mode("retry")
+@approval_ttl("3s")
+permit (principal in Group::"ci", action == Action::"read", resource in Path::"secret/staging/acme/web")
+when { context.claims has repository && context.claims.repository == "acme/web" };
+"""
+SECRETS = {
+    "secret/prod/acme/web/db": {"password": "FAKE-prod-web-db-pw-approval"},
+    "secret/prod/acme/web/other": {"password": "FAKE-prod-web-other-pw-approval"},
+    "secret/staging/acme/web/db": {"password": "FAKE-staging-web-db-pw-approval"},
+}
+
+
+class WebhookReceiver(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        length = int(self.headers.get("content-length", 0))
+        WebhookReceiver.received.append(json.loads(self.rfile.read(length) or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def start_http(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def approver(tmp_path_factory):
+    subprocess.run(["cargo", "build", "-q", "-p", "approver"], cwd=stack_module.REPO_ROOT, check=True, timeout=1200)
+    work = tmp_path_factory.mktemp("approver")
+    webhook = start_http(WebhookReceiver)
+    port = stack_module.free_ports(1)[0]
+    people = "\n".join(
+        f'[[approvers]]\nid = "{who}"\ntoken = "{token}"\ngroups = {json.dumps(groups)}\n'
+        for (who, token), groups in [(ALICE, ["secops"]), (BOT, ["secops"]), (OUTSIDER, ["dba"])]
+    )
+    (work / "approver.toml").write_text(
+        f'listen = "127.0.0.1:{port}"\ndatabase = "{work / "approver.db"}"\n'
+        f'callout_token = "{CALLOUT_TOKEN}"\nmax_wait_ms = 30000\n\n'
+        f'[webhook]\nurl = "http://127.0.0.1:{webhook.server_address[1]}/hook"\ntimeout_ms = 2000\n\n{people}'
+    )
+    binary = stack_module.REPO_ROOT / "target" / "debug" / "approver"
+    with open(work / "approver.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "serve", "--config", str(work / "approver.toml")], stdout=log, stderr=subprocess.STDOUT
+        )
+    client = RawClient(f"http://127.0.0.1:{port}")
+    for _ in range(100):
+        try:
+            if client.get("/healthz").status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield {"port": port, "url": f"http://127.0.0.1:{port}", "process": process}
+    process.terminate()
+    process.wait(timeout=10)
+    webhook.shutdown()
+
+
+def approval_config(cluster_port: int, timeout_ms: int = 20000, wait_ms: int | None = None) -> dict:
+    config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.JWT_IDENTITY)
+    config["policies"] += APPROVAL_POLICIES
+    config["approval"] = {
+        "cluster": "approver",
+        "authority": "approver.local",
+        "timeout_ms": timeout_ms,
+        "token": CALLOUT_TOKEN,
+        **({"wait_ms": wait_ms} if wait_ms is not None else {}),
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory, approver):
+    running = stack_module.Stack(tmp_path_factory.mktemp("approval-stack"), plugin_config=approval_config(approver["port"]))
+    running.extra_clusters["approver"] = approver["port"]
+    with running:
+        direct = RawClient(running.bao_url, vault_token=running.root_token)
+        for path, data in SECRETS.items():
+            mount, rest = path.split("/", 1)
+            assert direct.request("POST", f"/v1/{mount}/data/{rest}", body={"data": data}).status == 200
+        yield running
+
+
+def as_approver(approver, who_token) -> RawClient:
+    return RawClient(approver["url"], default_headers={"Authorization": f"Bearer {who_token[1]}"})
+
+
+def pending_for(approver, resource: str, timeout: float = 10.0) -> dict:
+    alice = as_approver(approver, ALICE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = alice.get("/v1/approvals?status=pending").json()
+        items = listed if isinstance(listed, list) else listed.get("approvals", [])
+        for item in items:
+            if resource in json.dumps(item):
+                return item
+        time.sleep(0.1)
+    raise AssertionError(f"no pending approval for {resource}")
+
+
+def approval_id(item: dict) -> str:
+    return item.get("approval_id") or item["id"]
+
+
+def in_background(call):
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("response", call()))
+    thread.start()
+    return thread, result
+
+
+def test_a_held_request_is_released_when_an_approver_approves(gated, approver):
+    jwt = gated.mint_jwt({"repository": "acme/web", "environment": "production"})
+    envoy = RawClient(gated.envoy_url, vault_token=gated.root_token)
+    mark = gated.bao_audit_mark()
+    thread, result = in_background(
+        lambda: envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, headers={"X-Secretgate-Reason": "INC-42"}, timeout=30)
+    )
+    item = pending_for(approver, "secret/prod/acme/web/db")
+    assert "secret/data/prod/acme/web/db" not in gated.bao_audit_paths(since=mark), "held, not forwarded"
+    assert WebhookReceiver.received, "approvers were notified"
+    assert "text" in WebhookReceiver.received[-1]
+
+    approved = as_approver(approver, ALICE).request("POST", f"/v1/approvals/{approval_id(item)}/approve", body={})
+    assert approved.status == 200, approved.text
+    thread.join(timeout=30)
+    response = result["response"]
+    assert response.status == 200, response.text
+    assert response.json()["data"]["data"] == SECRETS["secret/prod/acme/web/db"]
+
+    record = [json.loads(l["audit"]) for l in gated.access_log_lines() if l.get("audit") and "prod/acme/web/db" in l["path"]][-1]
+    assert record["decision"] == "allow"
+    assert record["approval"]["outcome"] == "approved"
+    assert record["approval"]["approver"] == ALICE[0]
+    assert record["approval"]["grant_id"]
+
+
+def test_deny_returns_403_and_the_requester_cannot_approve_themselves(gated, approver):
+    jwt = gated.mint_jwt({"repository": "acme/web", "environment": "production"})
+    envoy = RawClient(gated.envoy_url, vault_token=gated.root_token)
+    thread, result = in_background(lambda: envoy.get("/v1/secret/data/prod/acme/web/other", jwt=jwt, timeout=30))
+    item = pending_for(approver, "secret/prod/acme/web/other")
+
+    selfish = as_approver(approver, BOT).request("POST", f"/v1/approvals/{approval_id(item)}/approve", body={})
+    assert selfish.status == 403, "the requester (actor claim) may not approve their own request"
+    outsider = as_approver(approver, OUTSIDER).request("POST", f"/v1/approvals/{approval_id(item)}/approve", body={})
+    assert outsider.status in (403, 404), "not in the approver group"
+
+    denied = as_approver(approver, ALICE).request(
+        "POST", f"/v1/approvals/{approval_id(item)}/deny", body={"reason": "not during the freeze"}
+    )
+    assert denied.status == 200, denied.text
+    thread.join(timeout=30)
+    response = result["response"]
+    assert response.status == 403
+    assert response.json()["errors"] == ["approval denied"]
+    assert b"FAKE-prod-web-other" not in response.body
+
+
+def test_retry_mode_returns_the_approval_id_then_the_secret_until_the_grant_expires(gated, approver):
+    jwt = gated.mint_jwt({"repository": "acme/web"})
+    envoy = RawClient(gated.envoy_url, vault_token=gated.root_token)
+    first = envoy.get("/v1/secret/data/staging/acme/web/db", jwt=jwt)
+    assert first.status == 403
+    body = first.json()
+    assert body["errors"] == ["approval required"]
+    assert body["approval_id"] and body["approval_url"]
+
+    approved = as_approver(approver, ALICE).request("POST", f"/v1/approvals/{body['approval_id']}/approve", body={})
+    assert approved.status == 200, approved.text
+    retried = envoy.get("/v1/secret/data/staging/acme/web/db", jwt=jwt)
+    assert retried.status == 200, retried.text
+    assert retried.json()["data"]["data"] == SECRETS["secret/staging/acme/web/db"]
+
+    time.sleep(4)  # @approval_ttl("3s")
+    expired = envoy.get("/v1/secret/data/staging/acme/web/db", jwt=jwt)
+    assert expired.status == 403
+    assert expired.json()["errors"] == ["approval required"]
+
+
+class BrokenApprover(http.server.BaseHTTPRequestHandler):
+    mode = "garbage"
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("content-length", 0))
+        self.rfile.read(length)
+        if BrokenApprover.mode == "slow":
+            time.sleep(3)
+        status, body = {
+            "garbage": (200, b"this is not json"),
+            "error": (500, b'{"error": "boom"}'),
+            "wrong-shape": (200, b'{"status": "approved"}'),
+            "slow": (200, b'{"status":"approved","grant_id":"g","approver":"a","expires_at":"t"}'),
+        }[BrokenApprover.mode]
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_broken_slow_or_absent_approval_service_is_a_deny(tmp_path_factory):
+    """Fault injection: these stand in for a failing approval service; the real
+    one is used above. Every failure must be a 403, never the secret."""
+    broken = start_http(BrokenApprover)
+    config = approval_config(broken.server_address[1], timeout_ms=1500, wait_ms=500)
+    running = stack_module.Stack(tmp_path_factory.mktemp("broken-approver"), plugin_config=config)
+    running.extra_clusters["approver"] = broken.server_address[1]
+    try:
+        with running:
+            direct = RawClient(running.bao_url, vault_token=running.root_token)
+            assert direct.request("POST", "/v1/secret/data/prod/acme/web/db", body={"data": SECRETS["secret/prod/acme/web/db"]}).status == 200
+            envoy = RawClient(running.envoy_url, vault_token=running.root_token)
+            jwt = running.mint_jwt({"repository": "acme/web", "environment": "production"})
+            for mode in ["garbage", "error", "wrong-shape", "slow"]:
+                BrokenApprover.mode = mode
+                response = envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, timeout=20)
+                assert response.status == 403, (mode, response.text)
+                assert response.json()["errors"] == ["approval unavailable"], mode
+                assert b"FAKE-prod-web-db" not in response.body
+            broken.shutdown()
+            broken.server_close()
+            down = envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, timeout=20)
+            assert down.status == 403 and down.json()["errors"] == ["approval unavailable"]
+            reasons = [
+                json.loads(l["audit"])["reason"]
+                for l in running.access_log_lines(at_least=5)
+                if l.get("audit") and json.loads(l["audit"])["decision"] == "approval_error"
+            ]
+            assert len(reasons) == 5
+            assert any("malformed" in r for r in reasons) and any("HTTP 500" in r for r in reasons)
+            # Envoy answers a timed-out callout with its own 504 and a refused
+            # connection with 503 (a reset arrives as a failed callout).
+            assert reasons[3] in ("approval service answered HTTP 504", "approval service unreachable or timed out"), reasons
+            assert reasons[4] in ("approval service answered HTTP 503", "approval service unreachable or timed out"), reasons
+            # The filter still serves the next request.
+            assert envoy.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt({})).status == 200
+    finally:
+        broken.server_close()
