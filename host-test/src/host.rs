@@ -75,7 +75,9 @@ impl Filter {
         let module = Module::new(&engine, bytes)?;
         let exports: HashSet<&str> = module.exports().map(|e| e.name()).collect();
         if !exports.contains("proxy_abi_version_0_2_1") {
-            bail!("the module does not export proxy_abi_version_0_2_1: not a proxy-wasm 0.2.1 filter");
+            bail!(
+                "the module does not export proxy_abi_version_0_2_1: not a proxy-wasm 0.2.1 filter"
+            );
         }
         let mut linker = Linker::new(&engine);
         define_env(&mut linker)?;
@@ -195,7 +197,12 @@ fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, value: u32) -> Result
 
 /// Copies `bytes` into memory the module allocates with its exported
 /// `proxy_on_memory_allocate` and hands pointer and size back, as Envoy does.
-fn give(caller: &mut Caller<'_, HostState>, bytes: &[u8], ret_ptr: i32, ret_size: i32) -> Result<()> {
+fn give(
+    caller: &mut Caller<'_, HostState>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result<()> {
     let ptr = if bytes.is_empty() {
         0
     } else {
@@ -312,37 +319,73 @@ fn check_enabled(caller: &Caller<'_, HostState>, name: &str) -> Result<()> {
 
 /// Defines the host functions the filter uses.
 fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
-    host!(linker, ENV, "proxy_log", |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> Result<i32> {
+    host!(linker, ENV, "proxy_log", |mut c: Caller<'_, HostState>,
+                                     level: i32,
+                                     ptr: i32,
+                                     len: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_log")?;
         let message = text(&read(&mut c, ptr, len)?);
-        c.data_mut().logs.push(LogLine { level: level as u32, message });
+        c.data_mut().logs.push(LogLine {
+            level: level as u32,
+            message,
+        });
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_get_log_level", |mut c: Caller<'_, HostState>, ret: i32| -> Result<i32> {
+    host!(linker, ENV, "proxy_get_log_level", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                               ret: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_get_log_level")?;
         write_u32(&mut c, ret, 0)?; // trace: capture everything
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_get_current_time_nanoseconds", |mut c: Caller<'_, HostState>, ret: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_get_current_time_nanoseconds")?;
-        let now = c.data().now_nanos;
-        write(&mut c, ret, &now.to_le_bytes())?;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_set_tick_period_milliseconds", |mut c: Caller<'_, HostState>, period: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_set_tick_period_milliseconds")?;
-        c.data_mut().tick_period_ms = period as u32;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_set_effective_context", |mut c: Caller<'_, HostState>, context: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_set_effective_context")?;
-        if context != ROOT_CONTEXT_ID && context != HTTP_CONTEXT_ID {
-            return Ok(BAD_ARGUMENT);
+    host!(
+        linker,
+        ENV,
+        "proxy_get_current_time_nanoseconds",
+        |mut c: Caller<'_, HostState>, ret: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_get_current_time_nanoseconds")?;
+            let now = c.data().now_nanos;
+            write(&mut c, ret, &now.to_le_bytes())?;
+            Ok(OK)
         }
-        c.data_mut().effective_context = context;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_get_buffer_bytes", |mut c: Caller<'_, HostState>, buffer_type: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_set_tick_period_milliseconds",
+        |mut c: Caller<'_, HostState>, period: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_set_tick_period_milliseconds")?;
+            c.data_mut().tick_period_ms = period as u32;
+            Ok(OK)
+        }
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_set_effective_context",
+        |mut c: Caller<'_, HostState>, context: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_set_effective_context")?;
+            if context != ROOT_CONTEXT_ID && context != HTTP_CONTEXT_ID {
+                return Ok(BAD_ARGUMENT);
+            }
+            c.data_mut().effective_context = context;
+            Ok(OK)
+        }
+    );
+    host!(linker, ENV, "proxy_get_buffer_bytes", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                  buffer_type: i32,
+                                                  start: i32,
+                                                  max: i32,
+                                                  ret_ptr: i32,
+                                                  ret_size: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_get_buffer_bytes")?;
         let Some(buffer) = c.data().buffer(buffer_type).map(<[u8]>::to_vec) else {
             return Ok(NOT_FOUND);
@@ -355,16 +398,34 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         give(&mut c, &buffer[start..end], ret_ptr, ret_size)?;
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_get_buffer_status", |mut c: Caller<'_, HostState>, buffer_type: i32, ret_len: i32, ret_flags: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_get_buffer_status")?;
-        let Some(len) = c.data().buffer(buffer_type).map(<[u8]>::len) else {
-            return Ok(NOT_FOUND);
-        };
-        write_u32(&mut c, ret_len, len as u32)?;
-        write_u32(&mut c, ret_flags, 0)?;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_set_buffer_bytes", |mut c: Caller<'_, HostState>, buffer_type: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
+    host!(
+        linker,
+        ENV,
+        "proxy_get_buffer_status",
+        |mut c: Caller<'_, HostState>,
+         buffer_type: i32,
+         ret_len: i32,
+         ret_flags: i32|
+         -> Result<i32> {
+            check_enabled(&c, "proxy_get_buffer_status")?;
+            let Some(len) = c.data().buffer(buffer_type).map(<[u8]>::len) else {
+                return Ok(NOT_FOUND);
+            };
+            write_u32(&mut c, ret_len, len as u32)?;
+            write_u32(&mut c, ret_flags, 0)?;
+            Ok(OK)
+        }
+    );
+    host!(linker, ENV, "proxy_set_buffer_bytes", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                  buffer_type: i32,
+                                                  start: i32,
+                                                  size: i32,
+                                                  ptr: i32,
+                                                  len: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_set_buffer_bytes")?;
         let data = read(&mut c, ptr, len)?;
         let state = c.data_mut();
@@ -378,28 +439,49 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         buffer.splice(start..end, data);
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_get_header_map_pairs", |mut c: Caller<'_, HostState>, map_type: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_get_header_map_pairs")?;
-        let Some(map) = c.data_mut().map_snapshot(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        let encoded = pairs::encode(&map);
-        give(&mut c, &encoded, ret_ptr, ret_size)?;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_set_header_map_pairs", |mut c: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_set_header_map_pairs")?;
-        let bytes = read(&mut c, ptr, len)?;
-        let Some(decoded) = pairs::decode(&bytes) else {
-            return Ok(BAD_ARGUMENT);
-        };
-        let Some(map) = c.data_mut().map(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        *map = decoded.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_get_header_map_size", |mut c: Caller<'_, HostState>, map_type: i32, ret: i32| -> Result<i32> {
+    host!(
+        linker,
+        ENV,
+        "proxy_get_header_map_pairs",
+        |mut c: Caller<'_, HostState>, map_type: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_get_header_map_pairs")?;
+            let Some(map) = c.data_mut().map_snapshot(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            let encoded = pairs::encode(&map);
+            give(&mut c, &encoded, ret_ptr, ret_size)?;
+            Ok(OK)
+        }
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_set_header_map_pairs")?;
+            let bytes = read(&mut c, ptr, len)?;
+            let Some(decoded) = pairs::decode(&bytes) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let Some(map) = c.data_mut().map(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            *map = decoded
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            Ok(OK)
+        }
+    );
+    host!(linker, ENV, "proxy_get_header_map_size", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                     map_type: i32,
+                                                     ret: i32|
+     -> Result<
+        i32,
+    > {
         check_enabled(&c, "proxy_get_header_map_size")?;
         let Some(map) = c.data_mut().map_snapshot(map_type) else {
             return Ok(NOT_FOUND);
@@ -407,64 +489,114 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         write_u32(&mut c, ret, pairs::encode(&map).len() as u32)?;
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_get_header_map_value", |mut c: Caller<'_, HostState>, map_type: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_get_header_map_value")?;
-        let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
-        let Some(map) = c.data_mut().map_snapshot(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        // Envoy joins repeated headers with ","
-        let values: Vec<&[u8]> = map.iter().filter(|(k, _)| *k == key).map(|(_, v)| v.as_slice()).collect();
-        if values.is_empty() {
-            return Ok(NOT_FOUND);
-        }
-        let joined = values.join(&b","[..]);
-        give(&mut c, &joined, ret_ptr, ret_size)?;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_replace_header_map_value", |mut c: Caller<'_, HostState>, map_type: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_replace_header_map_value")?;
-        let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
-        let value = read(&mut c, value_ptr, value_len)?;
-        let Some(map) = c.data_mut().map(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        // Envoy's setCopy: the first occurrence is replaced, the rest removed;
-        // absent, it is added.
-        match map.iter().position(|(k, _)| *k == key) {
-            Some(first) => {
-                map[first].1 = value;
-                let mut index = 0;
-                map.retain(|(k, _)| {
-                    let keep = index <= first || *k != key;
-                    index += 1;
-                    keep
-                });
+    host!(
+        linker,
+        ENV,
+        "proxy_get_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         key_ptr: i32,
+         key_len: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> Result<i32> {
+            check_enabled(&c, "proxy_get_header_map_value")?;
+            let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
+            let Some(map) = c.data_mut().map_snapshot(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            // Envoy joins repeated headers with ","
+            let values: Vec<&[u8]> = map
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            if values.is_empty() {
+                return Ok(NOT_FOUND);
             }
-            None => map.push((key, value)),
+            let joined = values.join(&b","[..]);
+            give(&mut c, &joined, ret_ptr, ret_size)?;
+            Ok(OK)
         }
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_add_header_map_value", |mut c: Caller<'_, HostState>, map_type: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_add_header_map_value")?;
-        let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
-        let value = read(&mut c, value_ptr, value_len)?;
-        let Some(map) = c.data_mut().map(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        map.push((key, value));
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_remove_header_map_value", |mut c: Caller<'_, HostState>, map_type: i32, key_ptr: i32, key_len: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_remove_header_map_value")?;
-        let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
-        let Some(map) = c.data_mut().map(map_type) else {
-            return Ok(NOT_FOUND);
-        };
-        map.retain(|(k, _)| *k != key);
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_get_property", |mut c: Caller<'_, HostState>, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_replace_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         key_ptr: i32,
+         key_len: i32,
+         value_ptr: i32,
+         value_len: i32|
+         -> Result<i32> {
+            check_enabled(&c, "proxy_replace_header_map_value")?;
+            let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
+            let value = read(&mut c, value_ptr, value_len)?;
+            let Some(map) = c.data_mut().map(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            // Envoy's setCopy: the first occurrence is replaced, the rest removed;
+            // absent, it is added.
+            match map.iter().position(|(k, _)| *k == key) {
+                Some(first) => {
+                    map[first].1 = value;
+                    let mut index = 0;
+                    map.retain(|(k, _)| {
+                        let keep = index <= first || *k != key;
+                        index += 1;
+                        keep
+                    });
+                }
+                None => map.push((key, value)),
+            }
+            Ok(OK)
+        }
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_add_header_map_value",
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         key_ptr: i32,
+         key_len: i32,
+         value_ptr: i32,
+         value_len: i32|
+         -> Result<i32> {
+            check_enabled(&c, "proxy_add_header_map_value")?;
+            let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
+            let value = read(&mut c, value_ptr, value_len)?;
+            let Some(map) = c.data_mut().map(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            map.push((key, value));
+            Ok(OK)
+        }
+    );
+    host!(
+        linker,
+        ENV,
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, HostState>, map_type: i32, key_ptr: i32, key_len: i32| -> Result<i32> {
+            check_enabled(&c, "proxy_remove_header_map_value")?;
+            let key = read(&mut c, key_ptr, key_len)?.to_ascii_lowercase();
+            let Some(map) = c.data_mut().map(map_type) else {
+                return Ok(NOT_FOUND);
+            };
+            map.retain(|(k, _)| *k != key);
+            Ok(OK)
+        }
+    );
+    host!(linker, ENV, "proxy_get_property", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                              path_ptr: i32,
+                                              path_len: i32,
+                                              ret_ptr: i32,
+                                              ret_size: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_get_property")?;
         let path = read(&mut c, path_ptr, path_len)?;
         let Some(value) = c.data().property(&path) else {
@@ -473,7 +605,15 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         give(&mut c, &value, ret_ptr, ret_size)?;
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_set_property", |mut c: Caller<'_, HostState>, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| -> Result<i32> {
+    host!(linker, ENV, "proxy_set_property", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                              path_ptr: i32,
+                                              path_len: i32,
+                                              value_ptr: i32,
+                                              value_len: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_set_property")?;
         let path = read(&mut c, path_ptr, path_len)?;
         let value = read(&mut c, value_ptr, value_len)?;
@@ -483,52 +623,99 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         c.data_mut().filter_state.insert(key, value);
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_send_local_response", |mut c: Caller<'_, HostState>, status: i32, details_ptr: i32, details_len: i32, body_ptr: i32, body_len: i32, headers_ptr: i32, headers_len: i32, _grpc_status: i32| -> Result<i32> {
-        check_enabled(&c, "proxy_send_local_response")?;
-        let details = text(&read(&mut c, details_ptr, details_len)?);
-        let body = read(&mut c, body_ptr, body_len)?;
-        let raw_headers = read(&mut c, headers_ptr, headers_len)?;
-        let Some(headers) = pairs::decode(&raw_headers) else {
-            return Ok(BAD_ARGUMENT);
-        };
-        // Envoy defers the reply until the callback returns.
-        let state = c.data_mut();
-        state.events.push(format!("send_local_response {status} (deferred)"));
-        state.pending_local_response = Some(LocalResponse {
-            status: status as u32,
-            details,
-            headers: to_strings(&headers),
-            body,
-        });
-        Ok(OK)
-    });
-    for name in ["proxy_continue_stream", "proxy_close_stream"] {
-        linker.func_wrap(ENV, name, move |mut c: Caller<'_, HostState>, _stream: i32| -> Result<i32> {
-            check_enabled(&c, name)?;
-            c.data_mut().events.push(name.to_string());
-            if name == "proxy_continue_stream" {
-                c.data_mut().continued = true;
-            }
+    host!(
+        linker,
+        ENV,
+        "proxy_send_local_response",
+        |mut c: Caller<'_, HostState>,
+         status: i32,
+         details_ptr: i32,
+         details_len: i32,
+         body_ptr: i32,
+         body_len: i32,
+         headers_ptr: i32,
+         headers_len: i32,
+         _grpc_status: i32|
+         -> Result<i32> {
+            check_enabled(&c, "proxy_send_local_response")?;
+            let details = text(&read(&mut c, details_ptr, details_len)?);
+            let body = read(&mut c, body_ptr, body_len)?;
+            let raw_headers = read(&mut c, headers_ptr, headers_len)?;
+            let Some(headers) = pairs::decode(&raw_headers) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            // Envoy defers the reply until the callback returns.
+            let state = c.data_mut();
+            state
+                .events
+                .push(format!("send_local_response {status} (deferred)"));
+            state.pending_local_response = Some(LocalResponse {
+                status: status as u32,
+                details,
+                headers: to_strings(&headers),
+                body,
+            });
             Ok(OK)
-        })?;
+        }
+    );
+    for name in ["proxy_continue_stream", "proxy_close_stream"] {
+        linker.func_wrap(
+            ENV,
+            name,
+            move |mut c: Caller<'_, HostState>, _stream: i32| -> Result<i32> {
+                check_enabled(&c, name)?;
+                c.data_mut().events.push(name.to_string());
+                if name == "proxy_continue_stream" {
+                    c.data_mut().continued = true;
+                }
+                Ok(OK)
+            },
+        )?;
     }
     for name in ["proxy_continue_request", "proxy_continue_response"] {
-        linker.func_wrap(ENV, name, move |mut c: Caller<'_, HostState>| -> Result<i32> {
-            check_enabled(&c, name)?;
-            c.data_mut().events.push(name.to_string());
-            c.data_mut().continued = true;
-            Ok(OK)
-        })?;
+        linker.func_wrap(
+            ENV,
+            name,
+            move |mut c: Caller<'_, HostState>| -> Result<i32> {
+                check_enabled(&c, name)?;
+                c.data_mut().events.push(name.to_string());
+                c.data_mut().continued = true;
+                Ok(OK)
+            },
+        )?;
     }
-    host!(linker, ENV, "proxy_clear_route_cache", |c: Caller<'_, HostState>| -> Result<i32> {
+    host!(linker, ENV, "proxy_clear_route_cache", |c: Caller<
+        '_,
+        HostState,
+    >|
+     -> Result<i32> {
         check_enabled(&c, "proxy_clear_route_cache")?;
         Ok(OK)
     });
-    host!(linker, ENV, "proxy_done", |c: Caller<'_, HostState>| -> Result<i32> {
-        check_enabled(&c, "proxy_done")?;
-        Ok(OK)
-    });
-    host!(linker, ENV, "proxy_http_call", |mut c: Caller<'_, HostState>, upstream_ptr: i32, upstream_len: i32, headers_ptr: i32, headers_len: i32, body_ptr: i32, body_len: i32, _trailers_ptr: i32, _trailers_len: i32, timeout_ms: i32, ret_token: i32| -> Result<i32> {
+    host!(
+        linker,
+        ENV,
+        "proxy_done",
+        |c: Caller<'_, HostState>| -> Result<i32> {
+            check_enabled(&c, "proxy_done")?;
+            Ok(OK)
+        }
+    );
+    host!(linker, ENV, "proxy_http_call", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                           upstream_ptr: i32,
+                                           upstream_len: i32,
+                                           headers_ptr: i32,
+                                           headers_len: i32,
+                                           body_ptr: i32,
+                                           body_len: i32,
+                                           _trailers_ptr: i32,
+                                           _trailers_len: i32,
+                                           timeout_ms: i32,
+                                           ret_token: i32|
+     -> Result<i32> {
         check_enabled(&c, "proxy_http_call")?;
         let upstream = text(&read(&mut c, upstream_ptr, upstream_len)?);
         let raw_headers = read(&mut c, headers_ptr, headers_len)?;
@@ -539,14 +726,26 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         let headers = to_strings(&headers);
         // Envoy: the cluster must exist and the call needs these pseudo-headers.
         let has = |name: &str| headers.iter().any(|(k, v)| k == name && !v.is_empty());
-        if !c.data().upstreams.contains_key(&upstream) || !has(":method") || !has(":path") || !has(":authority") {
+        if !c.data().upstreams.contains_key(&upstream)
+            || !has(":method")
+            || !has(":path")
+            || !has(":authority")
+        {
             return Ok(BAD_ARGUMENT);
         }
         let state = c.data_mut();
         state.next_token += 1;
         let token = state.next_token;
-        state.events.push(format!("http_call {upstream} token={token}"));
-        state.http_calls.push(HttpCall { token, upstream, headers, body, timeout_ms: timeout_ms as u32 });
+        state
+            .events
+            .push(format!("http_call {upstream} token={token}"));
+        state.http_calls.push(HttpCall {
+            token,
+            upstream,
+            headers,
+            body,
+            timeout_ms: timeout_ms as u32,
+        });
         state.pending_callouts.push(token);
         write_u32(&mut c, ret_token, token)?;
         Ok(OK)
@@ -556,7 +755,12 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
 
 /// The WASI preview1 functions the Rust standard library imports.
 fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
-    host!(linker, WASI, "fd_write", |mut c: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, ret_written: i32| -> Result<i32> {
+    host!(linker, WASI, "fd_write", |mut c: Caller<'_, HostState>,
+                                     fd: i32,
+                                     iovs: i32,
+                                     iovs_len: i32,
+                                     ret_written: i32|
+     -> Result<i32> {
         if fd != 1 && fd != 2 {
             return Ok(8); // EBADF
         }
@@ -573,21 +777,42 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
         Ok(0)
     });
     for name in ["environ_sizes_get", "args_sizes_get"] {
-        linker.func_wrap(WASI, name, |mut c: Caller<'_, HostState>, count: i32, size: i32| -> Result<i32> {
-            write_u32(&mut c, count, 0)?;
-            write_u32(&mut c, size, 0)?;
-            Ok(0)
-        })?;
+        linker.func_wrap(
+            WASI,
+            name,
+            |mut c: Caller<'_, HostState>, count: i32, size: i32| -> Result<i32> {
+                write_u32(&mut c, count, 0)?;
+                write_u32(&mut c, size, 0)?;
+                Ok(0)
+            },
+        )?;
     }
     for name in ["environ_get", "args_get"] {
-        linker.func_wrap(WASI, name, |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> Result<i32> { Ok(0) })?;
+        linker.func_wrap(
+            WASI,
+            name,
+            |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> Result<i32> { Ok(0) },
+        )?;
     }
-    host!(linker, WASI, "clock_time_get", |mut c: Caller<'_, HostState>, _clock: i32, _precision: i64, ret: i32| -> Result<i32> {
+    host!(linker, WASI, "clock_time_get", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                           _clock: i32,
+                                           _precision: i64,
+                                           ret: i32|
+     -> Result<i32> {
         let now = c.data().now_nanos;
         write(&mut c, ret, &now.to_le_bytes())?;
         Ok(0)
     });
-    host!(linker, WASI, "random_get", |mut c: Caller<'_, HostState>, ptr: i32, len: i32| -> Result<i32> {
+    host!(linker, WASI, "random_get", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                       ptr: i32,
+                                       len: i32|
+     -> Result<i32> {
         let mut bytes = Vec::with_capacity(len as u32 as usize);
         while bytes.len() < len as u32 as usize {
             let next = c.data_mut().next_random();
@@ -597,8 +822,15 @@ fn define_wasi(linker: &mut Linker<HostState>) -> Result<()> {
         write(&mut c, ptr, &bytes)?;
         Ok(0)
     });
-    host!(linker, WASI, "sched_yield", |_c: Caller<'_, HostState>| -> Result<i32> { Ok(0) });
-    host!(linker, WASI, "proc_exit", |_c: Caller<'_, HostState>, code: i32| -> Result<()> {
+    host!(
+        linker,
+        WASI,
+        "sched_yield",
+        |_c: Caller<'_, HostState>| -> Result<i32> { Ok(0) }
+    );
+    host!(linker, WASI, "proc_exit", |_c: Caller<'_, HostState>,
+                                      code: i32|
+     -> Result<()> {
         bail!("the filter called proc_exit({code})")
     });
     Ok(())
@@ -614,15 +846,24 @@ fn define_unimplemented(linker: &mut Linker<HostState>, module: &Module) -> Resu
         .collect();
     for import in module.imports() {
         let ExternType::Func(ty) = import.ty() else {
-            bail!("the module imports a non-function {}::{}", import.module(), import.name());
+            bail!(
+                "the module imports a non-function {}::{}",
+                import.module(),
+                import.name()
+            );
         };
         if defined.contains(&(import.module().to_string(), import.name().to_string())) {
             continue;
         }
         let full = format!("{}::{}", import.module(), import.name());
-        linker.func_new(import.module(), import.name(), ty, move |_c: Caller<'_, HostState>, _params: &[Val], _results: &mut [Val]| {
-            bail!("unimplemented host function {full} called by the filter")
-        })?;
+        linker.func_new(
+            import.module(),
+            import.name(),
+            ty,
+            move |_c: Caller<'_, HostState>, _params: &[Val], _results: &mut [Val]| {
+                bail!("unimplemented host function {full} called by the filter")
+            },
+        )?;
     }
     Ok(())
 }

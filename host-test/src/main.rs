@@ -83,7 +83,8 @@ fn run(wasm: &Path, paths: &[PathBuf], json_out: Option<&Path>) -> Result<bool, 
         println!("ERROR {e}");
     }
     let filter = load_filter(wasm)?;
-    let reports = run_all(&filter, &scenarios, &HostOptions::default()).map_err(|e| format!("{e:?}"))?;
+    let reports =
+        run_all(&filter, &scenarios, &HostOptions::default()).map_err(|e| format!("{e:?}"))?;
     print_table(&reports);
     if let Some(out) = json_out {
         let results: Vec<serde_json::Value> = scenarios
@@ -98,7 +99,12 @@ fn run(wasm: &Path, paths: &[PathBuf], json_out: Option<&Path>) -> Result<bool, 
 }
 
 fn print_table(reports: &[Report]) {
-    let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(0).min(70);
+    let width = reports
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .min(70);
     for report in reports {
         let mark = if report.passed() { "PASS" } else { "FAIL" };
         let file = Path::new(&report.file)
@@ -128,30 +134,48 @@ fn print_table(reports: &[Report]) {
 fn check(wasm: &Path, path: &Path) -> Result<bool, String> {
     let configs: Vec<(String, Vec<u8>, Option<PathBuf>)> = if path.is_dir() {
         let identity = match std::fs::read_to_string(path.join("identity.json")) {
-            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.join("identity.json").display()))?),
-            Err(_) => Some(serde_json::json!({"source": "jwt", "payload_in_metadata": "ci_claims"})),
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{}: {e}", path.join("identity.json").display()))?,
+            ),
+            Err(_) => {
+                Some(serde_json::json!({"source": "jwt", "payload_in_metadata": "ci_claims"}))
+            }
         };
         let mounts = match std::fs::read_to_string(path.join("mounts.json")) {
-            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.join("mounts.json").display()))?),
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{}: {e}", path.join("mounts.json").display()))?,
+            ),
             Err(_) => None,
         };
         let spec = ConfigSpec {
             schema: Some("schema.cedarschema".into()),
             policies: Some("policies.cedar".into()),
-            entities: path.join("entities.json").is_file().then(|| "entities.json".into()),
+            entities: path
+                .join("entities.json")
+                .is_file()
+                .then(|| "entities.json".into()),
             mounts,
             identity,
             ..ConfigSpec::default()
         };
         let (bytes, policies) = scenario::build_config(&spec, path)?;
         vec![(path.display().to_string(), bytes, policies)]
-    } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+    } else if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    ) {
         let mut seen = Vec::new();
         let mut out = Vec::new();
         for s in scenario::load_file(path)? {
             if !seen.contains(&s.plugin_configuration) {
                 seen.push(s.plugin_configuration.clone());
-                out.push((format!("{} ({})", path.display(), s.name), s.plugin_configuration, s.policies_file));
+                out.push((
+                    format!("{} ({})", path.display(), s.name),
+                    s.plugin_configuration,
+                    s.policies_file,
+                ));
             }
         }
         out

@@ -44,7 +44,10 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 mod tests {
     #[test]
     fn round_trips() {
-        let pairs = vec![(b"a".to_vec(), b"1".to_vec()), (b"".to_vec(), b"xyz".to_vec())];
+        let pairs = vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"".to_vec(), b"xyz".to_vec()),
+        ];
         assert_eq!(super::decode(&super::encode(&pairs)), Some(pairs));
     }
 }

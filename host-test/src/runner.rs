@@ -9,8 +9,8 @@ use serde_json::Value;
 use wasmtime::{format_err, Result};
 
 use crate::host::{
-    CalloutReply, Filter, HostState, LocalResponse, LogLine, Vm, ACTION_CONTINUE, HTTP_ID,
-    ROOT_ID, THREAD_STACK,
+    CalloutReply, Filter, HostState, LocalResponse, LogLine, Vm, ACTION_CONTINUE, HTTP_ID, ROOT_ID,
+    THREAD_STACK,
 };
 use crate::scenario::{encode_claims, Headers, Scenario, UpstreamSpec};
 
@@ -187,7 +187,13 @@ fn stream_callback(vm: &mut Vm, name: &str, args: &[i32]) -> Result<Step> {
             .unwrap_or_default();
         let reply = vm.state().upstreams.get(&upstream).cloned().flatten();
         let args = match &reply {
-            Some(r) => [HTTP_ID, token as i32, r.headers.len() as i32, r.body.len() as i32, 0],
+            Some(r) => [
+                HTTP_ID,
+                token as i32,
+                r.headers.len() as i32,
+                r.body.len() as i32,
+                0,
+            ],
             None => [HTTP_ID, token as i32, 0, 0, 0],
         };
         vm.state_mut().current_callout = Some((token, reply));
@@ -286,7 +292,10 @@ fn drive(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> 
 }
 
 fn respond_upstream(vm: &mut Vm, upstream: &UpstreamSpec, outcome: &mut Outcome) -> Result<()> {
-    let mut headers = vec![(b":status".to_vec(), upstream.status.to_string().into_bytes())];
+    let mut headers = vec![(
+        b":status".to_vec(),
+        upstream.status.to_string().into_bytes(),
+    )];
     headers.extend(lower(&upstream.headers));
     let body = upstream.body.clone().into_bytes();
     let (headers_len, body_len) = (headers.len() as i32, body.len() as i32);
@@ -352,7 +361,9 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
                     String::from_utf8_lossy(&local.body)
                 ),
                 None if outcome.stalled => "the stream stalled (paused, never resumed)".into(),
-                None if outcome.config_rejected.is_some() => "never ran (configuration rejected)".into(),
+                None if outcome.config_rejected.is_some() => {
+                    "never ran (configuration rejected)".into()
+                }
                 None => "forwarded".into(),
             };
             fail(format!("expected forwarded={want}, but it was {what}"));
@@ -370,7 +381,9 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
         }
         let got = outcome.forwarded_header(&name.to_ascii_lowercase());
         if got != wanted.as_deref() {
-            fail(format!("forwarded header {name} is {got:?}, expected {wanted:?}"));
+            fail(format!(
+                "forwarded header {name} is {got:?}, expected {wanted:?}"
+            ));
         }
     }
     if let Some(status) = expect.status {
@@ -403,12 +416,20 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
         }
     }
     for needle in &expect.logs_contain {
-        if !outcome.logs.iter().any(|l| l.message.contains(needle.as_str())) {
+        if !outcome
+            .logs
+            .iter()
+            .any(|l| l.message.contains(needle.as_str()))
+        {
             fail(format!("no log line contains {needle:?}"));
         }
     }
     for needle in &expect.logs_not_contain {
-        if let Some(line) = outcome.logs.iter().find(|l| l.message.contains(needle.as_str())) {
+        if let Some(line) = outcome
+            .logs
+            .iter()
+            .find(|l| l.message.contains(needle.as_str()))
+        {
             fail(format!("a log line contains {needle:?}: {}", line.message));
         }
     }
@@ -423,7 +444,9 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
             .get(key)
             .map(|v| String::from_utf8_lossy(v).into_owned());
         if got.as_deref() != Some(wanted.as_str()) {
-            fail(format!("filter state {key} is {got:?}, expected {wanted:?}"));
+            fail(format!(
+                "filter state {key} is {got:?}, expected {wanted:?}"
+            ));
         }
     }
     failures
@@ -501,13 +524,18 @@ pub fn run_and_check(filter: &Filter, scenario: &Scenario, options: &HostOptions
 
 /// Runs scenarios in parallel (one instance each), on threads with the
 /// native stack the Wasm stack limit needs. Reports keep the input order.
-pub fn run_all(filter: &Filter, scenarios: &[Scenario], options: &HostOptions) -> Result<Vec<Report>> {
+pub fn run_all(
+    filter: &Filter,
+    scenarios: &[Scenario],
+    options: &HostOptions,
+) -> Result<Vec<Report>> {
     let workers = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
         .min(scenarios.len().max(1));
     let next = Mutex::new(0usize);
-    let results: Mutex<Vec<Option<Report>>> = Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Report>>> =
+        Mutex::new((0..scenarios.len()).map(|_| None).collect());
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for _ in 0..workers {

@@ -243,10 +243,7 @@ fn read_text(base: &Path, relative: &str) -> Result<(PathBuf, String), String> {
 }
 
 /// Builds the plugin configuration; returns it with the policies file path.
-pub fn build_config(
-    spec: &ConfigSpec,
-    base: &Path,
-) -> Result<(Vec<u8>, Option<PathBuf>), String> {
+pub fn build_config(spec: &ConfigSpec, base: &Path) -> Result<(Vec<u8>, Option<PathBuf>), String> {
     if let Some(inline) = &spec.inline {
         if spec.schema.is_some() || spec.policies.is_some() || spec.entities.is_some() {
             return Err("config: `inline` excludes schema/policies/entities".into());
@@ -256,8 +253,14 @@ pub fn build_config(
             other => (other.to_string().into_bytes(), None),
         });
     }
-    let schema = spec.schema.as_deref().ok_or("config: `schema` is required")?;
-    let policies = spec.policies.as_deref().ok_or("config: `policies` is required")?;
+    let schema = spec
+        .schema
+        .as_deref()
+        .ok_or("config: `schema` is required")?;
+    let policies = spec
+        .policies
+        .as_deref()
+        .ok_or("config: `policies` is required")?;
     let (_, schema) = read_text(base, schema)?;
     let (policies_path, mut policies) = read_text(base, policies)?;
     if let Some(extra) = &spec.policies_append {
@@ -309,7 +312,9 @@ pub fn load_file(path: &Path) -> Result<Vec<Scenario>, String> {
                 .config
                 .as_ref()
                 .or(file.config.as_ref())
-                .ok_or_else(|| format!("{}: scenario {:?} has no config", path.display(), spec.name))?;
+                .ok_or_else(|| {
+                    format!("{}: scenario {:?} has no config", path.display(), spec.name)
+                })?;
             let (plugin_configuration, policies_file) = build_config(config, base)
                 .map_err(|e| format!("{}: scenario {:?}: {e}", path.display(), spec.name))?;
             Ok(Scenario {

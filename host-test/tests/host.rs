@@ -39,7 +39,9 @@ config:
 #[test]
 fn every_import_links_and_an_unimplemented_host_call_fails_loudly() {
     let imports = common::filter().imports();
-    assert!(imports.iter().any(|(m, n)| m == "env" && n == "proxy_send_local_response"));
+    assert!(imports
+        .iter()
+        .any(|(m, n)| m == "env" && n == "proxy_send_local_response"));
 
     let yaml = format!(
         "{HEADER_CONFIG}\nscenarios:\n  - name: read\n    request: {{path: /v1/secret/data/prod/a, headers: {{x-secretgate-principal: dev-bot}}}}\n    expect: {{forwarded: true}}\n"
@@ -64,7 +66,12 @@ fn a_local_response_is_sent_after_the_callback_returns() {
     let yaml = format!(
         "{HEADER_CONFIG}\nscenarios:\n  - name: denied\n    request: {{path: /v1/secret/data/prod/a, headers: {{x-secretgate-principal: someone}}}}\n    expect: {{status: 403}}\n"
     );
-    let outcome = run(common::filter(), &scenarios(&yaml)[0], &HostOptions::default()).unwrap();
+    let outcome = run(
+        common::filter(),
+        &scenarios(&yaml)[0],
+        &HostOptions::default(),
+    )
+    .unwrap();
     let at = |event: &str| {
         outcome
             .events
@@ -75,9 +82,16 @@ fn a_local_response_is_sent_after_the_callback_returns() {
     let requested = at("send_local_response 403 (deferred)");
     let returned = at("<- proxy_on_request_headers");
     let sent = at("local response 403 sent");
-    assert!(requested < returned && returned < sent, "{:#?}", outcome.events);
+    assert!(
+        requested < returned && returned < sent,
+        "{:#?}",
+        outcome.events
+    );
     assert!(outcome.forwarded.is_none());
-    assert!(!outcome.events.iter().any(|e| e.contains("proxy_on_response_headers")));
+    assert!(!outcome
+        .events
+        .iter()
+        .any(|e| e.contains("proxy_on_response_headers")));
     // The stream still ends as Envoy ends it.
     assert!(at("-> proxy_on_log") > sent);
     assert!(at("-> proxy_on_delete") > at("-> proxy_on_done"));
@@ -108,9 +122,14 @@ fn parallel_scenarios_do_not_share_state() {
             .filter(|l| l.message.starts_with("secretgate decision="))
             .collect();
         assert_eq!(decisions.len(), 1, "{}: {:?}", report.name, outcome.logs);
-        assert!(decisions[0].message.contains(&format!("Secret::\"secret/prod/s{i}\"")));
+        assert!(decisions[0]
+            .message
+            .contains(&format!("Secret::\"secret/prod/s{i}\"")));
         if let Some(forwarded) = &outcome.forwarded {
-            let token = forwarded.iter().find(|(k, _)| k == "x-vault-token").unwrap();
+            let token = forwarded
+                .iter()
+                .find(|(k, _)| k == "x-vault-token")
+                .unwrap();
             assert_eq!(token.1, format!("canary-{i}-end"));
         }
     }
@@ -123,7 +142,11 @@ fn never_contains_catches_a_planted_leak() {
     let yaml = format!(
         "{HEADER_CONFIG}\nscenarios:\n  - name: planted\n    request: {{path: /v1/secret/data/prod/a, headers: {{x-secretgate-principal: hvs.PLANTED}}}}\n    expect: {{status: 403, never_contains: [hvs.PLANTED]}}\n"
     );
-    let report = run_and_check(common::filter(), &scenarios(&yaml)[0], &HostOptions::default());
+    let report = run_and_check(
+        common::filter(),
+        &scenarios(&yaml)[0],
+        &HostOptions::default(),
+    );
     assert!(!report.passed());
     assert!(
         report
@@ -140,7 +163,11 @@ fn a_wrong_expectation_fails() {
     let yaml = format!(
         "{HEADER_CONFIG}\nscenarios:\n  - name: wrong\n    request: {{path: /v1/secret/data/prod/a, headers: {{x-secretgate-principal: dev-bot}}}}\n    expect: {{forwarded: false, status: 403, decision: deny, path: /v1/elsewhere}}\n"
     );
-    let report = run_and_check(common::filter(), &scenarios(&yaml)[0], &HostOptions::default());
+    let report = run_and_check(
+        common::filter(),
+        &scenarios(&yaml)[0],
+        &HostOptions::default(),
+    );
     assert!(report.failures.len() >= 3, "{:?}", report.failures);
 }
 
@@ -162,8 +189,16 @@ scenarios:
   - name: a claim of the wrong type fails closed
     request:
       path: /v1/secret/data/ci/acme/api/db
-      jwt_claims: {sub: "repo:acme/api:ref:refs/heads/main", repository: acme/api, ref_protected: true}
+      jwt_claims: {sub: "repo:acme/api:ref:refs/heads/main", repository: acme/api, ref_protected: "true", iat: yesterday}
     expect: {forwarded: false, status: 401, body: {errors: [invalid client identity]}}
+  # Envoy's encoding carries no type tag: a JSON `true` arrives as the byte
+  # 0x01, which is a valid one-character String. The schema says String, so
+  # the filter reads "\u0001", not "true": the protected-branch forbid holds.
+  - name: a boolean where the schema says String is not "true"
+    request:
+      path: /v1/secret/data/ci/acme/api/db
+      jwt_claims: {sub: "repo:acme/api:ref:refs/heads/main", repository: acme/api, ref_protected: true}
+    expect: {forwarded: false, status: 403, logs_contain: [ci-protected-branches-only]}
 "#;
     for scenario in scenarios(yaml) {
         let report = run_and_check(common::filter(), &scenario, &HostOptions::default());

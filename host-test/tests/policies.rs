@@ -14,7 +14,10 @@ fn the_policy_scenarios_pass() {
         scenarios.extend(scenario::load_file(file).unwrap_or_else(|e| panic!("{e}")));
     }
     let conformance = scenarios.iter().filter(|s| s.conformance).count();
-    assert!(conformance >= 20, "only {conformance} conformance scenarios");
+    assert!(
+        conformance >= 20,
+        "only {conformance} conformance scenarios"
+    );
     let reports = run_all(common::filter(), &scenarios, &HostOptions::default()).unwrap();
     assert_eq!(reports.len(), scenarios.len());
     let failed: Vec<String> = reports
@@ -22,5 +25,9 @@ fn the_policy_scenarios_pass() {
         .filter(|r| !r.passed())
         .map(|r| format!("{} ({}):\n  {}", r.name, r.file, r.failures.join("\n  ")))
         .collect();
-    assert!(failed.is_empty(), "failed scenarios:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "failed scenarios:\n{}",
+        failed.join("\n")
+    );
 }
