@@ -76,24 +76,31 @@ def stacks(tmp_path_factory):
 
 def envoy_request(stack: stack_module.Stack, request: dict) -> tuple[int, bool, str | None]:
     """Sends the scenario's request through Envoy; returns (status, forwarded, decision)."""
-    headers: dict[str, str] = {}
+    # A list, not a dict: scenarios may repeat a header (e.g. the identity header twice).
+    headers: list[tuple[str, str]] = []
     for name, value in request["headers"]:
         # The scenario's Vault token stands for the stack's real one.
-        headers[name] = stack.root_token if name.lower() == "x-vault-token" else value
+        headers.append((name, stack.root_token if name.lower() == "x-vault-token" else value))
     if request.get("jwt_claims") is not None:
         claims = {name: None for name in stack_module.default_claims() if name not in KEPT_DEFAULT_CLAIMS}
         claims.update(request["jwt_claims"])
-        headers[stack_module.JWT_HEADER] = stack.mint_jwt(claims)
-    request_id = str(uuid.uuid4())
-    headers.setdefault("x-request-id", request_id)
+        headers.append((stack_module.JWT_HEADER, stack.mint_jwt(claims)))
+    if not any(name.lower() == "x-request-id" for name, _ in headers):
+        headers.append(("x-request-id", str(uuid.uuid4())))
+    body = (request.get("body") or "").encode()
+    if body:
+        headers.append(("content-length", str(len(body))))
     before = len(stack.access_log_lines())
     log_offset = stack.path("envoy.log").stat().st_size if stack.path("envoy.log").exists() else 0
 
     port = int(stack.envoy_url.rsplit(":", 1)[1])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        body = request.get("body") or None
-        connection.request(request["method"], request["target"], body=body, headers=headers)
+        # putrequest/putheader send the target and every header exactly as given.
+        connection.putrequest(request["method"], request["target"], skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
         status = connection.getresponse().status
     finally:
         connection.close()
