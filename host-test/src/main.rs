@@ -222,6 +222,8 @@ fn check(wasm: &Path, path: &Path) -> Result<bool, String> {
 }
 
 /// `file:line: message` from the filter's `policies: ... (line N)` errors.
+/// A line past the policies file is in the scenario's `policies_append`
+/// (appended after one newline).
 fn locate(message: &str, label: &str, policies_file: Option<&Path>) -> String {
     let line = message
         .split("line ")
@@ -229,7 +231,19 @@ fn locate(message: &str, label: &str, policies_file: Option<&Path>) -> String {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<usize>().ok());
     match (policies_file, line, message.contains("policies: ")) {
-        (Some(file), Some(line), true) => format!("{}:{line}: {message}", file.display()),
+        (Some(file), Some(line), true) => {
+            let in_file = std::fs::read_to_string(file)
+                .map(|text| text.matches('\n').count() + 1)
+                .unwrap_or(usize::MAX);
+            if line > in_file {
+                format!(
+                    "{label}: policies_append line {}: {message}",
+                    line - in_file
+                )
+            } else {
+                format!("{}:{line}: {message}", file.display())
+            }
+        }
         _ => format!("{label}: {message}"),
     }
 }
