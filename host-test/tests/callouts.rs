@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use host_test::host::Filter;
+use host_test::host::{Filter, HostState, Vm};
 use host_test::runner::{run_and_check, HostOptions};
 use host_test::scenario;
 
@@ -65,6 +65,8 @@ fn module() -> Filter {
         (if (i32.eqz (local.get 3)) (then (return)))
         (drop (call $set_property (i32.const 2100) (i32.const 7) (i32.const 2200) (i32.const 2)))
         (drop (call $continue (i32.const 0))))))
+  (func (export "call_unimplemented") (result i32)
+    (call $shared (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
   (func (export "proxy_on_log") (param i32))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_delete") (param i32)))"#,
@@ -115,4 +117,17 @@ fn callouts_pause_and_continue() {
     assert!(reports[2].outcome.as_ref().unwrap().http_calls.is_empty());
     let stalled = reports[3].outcome.as_ref().unwrap();
     assert!(stalled.stalled && stalled.status.is_none() && stalled.forwarded.is_none());
+}
+
+#[test]
+fn an_import_the_host_does_not_implement_links_and_fails_naming_itself() {
+    let mut vm = Vm::new(&module(), HostState::default()).expect("every import links");
+    let error = vm.call("call_unimplemented", &[]).unwrap_err();
+    let message = format!("{error:?}");
+    assert!(
+        message.contains(
+            "unimplemented host function env::proxy_get_shared_data called by the filter"
+        ),
+        "{message}"
+    );
 }
