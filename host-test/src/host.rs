@@ -60,10 +60,52 @@ impl Filter {
                 path.display()
             )
         })?;
-        Filter::from_bytes(&bytes)
+        let engine = Filter::engine()?;
+        let module = match cache_file(&engine, &bytes) {
+            Some(cached) => Filter::cached_module(&engine, &bytes, &cached)?,
+            None => Module::new(&engine, &bytes)?,
+        };
+        Filter::with_module(engine, module)
+    }
+
+    /// Compiling takes seconds; the compiled code is kept next to the build
+    /// output, keyed by the module's bytes and the engine's settings.
+    fn cached_module(engine: &Engine, bytes: &[u8], cached: &Path) -> Result<Module> {
+        if cached.is_file() {
+            // SAFETY: the file was written by `Module::serialize` below for
+            // exactly these bytes and engine settings (its name is their
+            // hash) in the build directory; wasmtime checks its version and
+            // configuration header and refuses a mismatch.
+            if let Ok(module) = unsafe { Module::deserialize_file(engine, cached) } {
+                return Ok(module);
+            }
+        }
+        let module = Module::new(engine, bytes)?;
+        if let (Ok(serialized), Some(dir)) = (module.serialize(), cached.parent()) {
+            let partial = cached.with_extension(format!("{}.partial", std::process::id()));
+            // Best effort: a failed write only costs the next run a compile.
+            if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&partial, serialized).is_ok()
+            {
+                // Keep one compiled module: older builds' entries are 13 MB each.
+                for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "cwasm") {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                let _ = std::fs::rename(&partial, cached);
+            }
+        }
+        Ok(module)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Filter> {
+        let engine = Filter::engine()?;
+        let module = Module::new(&engine, bytes)?;
+        Filter::with_module(engine, module)
+    }
+
+    fn engine() -> Result<Engine> {
         let mut config = Config::new();
         // Compile speed matters more than run speed for a test host.
         config.cranelift_opt_level(OptLevel::None);
@@ -71,8 +113,10 @@ impl Filter {
         // is 8 MiB of linear memory; this bounds the native frames, and
         // wasmtime caps it at its (unused) async stack size, 2 MiB.
         config.max_wasm_stack(2 << 20);
-        let engine = Engine::new(&config)?;
-        let module = Module::new(&engine, bytes)?;
+        Engine::new(&config)
+    }
+
+    fn with_module(engine: Engine, module: Module) -> Result<Filter> {
         let exports: HashSet<&str> = module.exports().map(|e| e.name()).collect();
         if !exports.contains("proxy_abi_version_0_2_1") {
             bail!(
@@ -97,6 +141,22 @@ impl Filter {
             .map(|i| (i.module().to_string(), i.name().to_string()))
             .collect()
     }
+}
+
+/// `<target>/host-test-cache/<hash>.cwasm`, unless `HOST_TEST_NO_CACHE` is set.
+fn cache_file(engine: &Engine, bytes: &[u8]) -> Option<std::path::PathBuf> {
+    use std::hash::{Hash, Hasher};
+    if std::env::var_os("HOST_TEST_NO_CACHE").is_some() {
+        return None;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    Some(
+        crate::target_dir()
+            .join("host-test-cache")
+            .join(format!("{:016x}.cwasm", hasher.finish())),
+    )
 }
 
 /// The native stack a scenario thread needs for `max_wasm_stack` above.

@@ -15,10 +15,14 @@ pub fn default_wasm() -> PathBuf {
     if let Some(path) = std::env::var_os("SECRETGATE_WASM") {
         return PathBuf::from(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    target_dir().join("wasm32-wasip1/release/secretgate.wasm")
+}
+
+/// The workspace's cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
-    target.join("wasm32-wasip1/release/secretgate.wasm")
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
 }
 
 /// The repository root (for tests and defaults).
