@@ -1,6 +1,10 @@
 //! The proxy-wasm "pairs" encoding (header maps, map-valued properties):
 //! `u32 count`, `count` × (`u32 key_len`, `u32 value_len`), then each key and
 //! value followed by a NUL byte; little-endian.
+//!
+//! Deliberately not the filter's own `secretgate::pairs`: the host plays
+//! Envoy's side of the ABI, and a host sharing the filter's codec would hide
+//! a codec bug on both sides at once.
 
 pub fn encode(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
