@@ -438,6 +438,36 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
             fail(format!("{needle:?} leaked into {place}"));
         }
     }
+    if !expect.audit.is_empty() {
+        let record = outcome
+            .filter_state
+            .get(AUDIT_FILTER_STATE)
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok());
+        match record {
+            None => fail(format!("no JSON audit record in {AUDIT_FILTER_STATE}")),
+            Some(record) => {
+                for mismatch in subset_mismatches(&expect.audit, &record, "audit") {
+                    fail(mismatch);
+                }
+            }
+        }
+    }
+    for (cluster, wanted) in &expect.callouts_made {
+        let made = outcome
+            .http_calls
+            .iter()
+            .filter(|call| &call.upstream == cluster)
+            .filter_map(|call| serde_json::from_slice::<serde_json::Value>(&call.body).ok())
+            .collect::<Vec<_>>();
+        if !made
+            .iter()
+            .any(|body| subset_mismatches(wanted, body, "callout").is_empty())
+        {
+            fail(format!(
+                "no callout to {cluster} with body fields {wanted:?} (made: {made:?})"
+            ));
+        }
+    }
     for (key, wanted) in &expect.filter_state {
         let got = outcome
             .filter_state
@@ -453,6 +483,29 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
 }
 
 /// Where a string appears among the things a token must never reach.
+/// The filter state key of the audit record (public contract).
+const AUDIT_FILTER_STATE: &str = "wasm.secretgate_audit";
+
+/// Where `got` differs from the fields `wanted` lists (objects recursively).
+fn subset_mismatches(
+    wanted: &serde_json::Map<String, serde_json::Value>,
+    got: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    for (key, want) in wanted {
+        let here = format!("{at}.{key}");
+        match (want, got.get(key)) {
+            (serde_json::Value::Object(inner), Some(value @ serde_json::Value::Object(_))) => {
+                mismatches.extend(subset_mismatches(inner, value, &here));
+            }
+            (want, Some(value)) if want == value => {}
+            (want, value) => mismatches.push(format!("{here} is {value:?}, expected {want}")),
+        }
+    }
+    mismatches
+}
+
 pub fn leaks(outcome: &Outcome, needle: &str) -> Vec<String> {
     let mut places = Vec::new();
     for line in &outcome.logs {

@@ -65,6 +65,11 @@ pub struct ConfigSpec {
     pub mounts: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub identity: Option<Value>,
+    /// Passed through as the configuration's `audit` and `approval` keys.
+    #[serde(default)]
+    pub audit: Option<Value>,
+    #[serde(default)]
+    pub approval: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +207,13 @@ pub struct Expect {
     /// Filter state entries (`wasm.<key>`) that must be set to these values.
     #[serde(default)]
     pub filter_state: BTreeMap<String, String>,
+    /// Fields of the audit record (`wasm.secretgate_audit`, parsed as JSON)
+    /// that must be equal; nested objects match field by field.
+    #[serde(default)]
+    pub audit: Map<String, Value>,
+    /// Callouts the filter must have made: cluster name → JSON body fields.
+    #[serde(default)]
+    pub callouts_made: BTreeMap<String, Map<String, Value>>,
 }
 
 /// A scenario ready to run.
@@ -281,8 +293,14 @@ pub fn build_config(spec: &ConfigSpec, base: &Path) -> Result<(Vec<u8>, Option<P
         "entities": entities,
         "mounts": spec.mounts.clone().unwrap_or_default(),
     });
-    if let Some(identity) = &spec.identity {
-        config["identity"] = identity.clone();
+    for (key, value) in [
+        ("identity", &spec.identity),
+        ("audit", &spec.audit),
+        ("approval", &spec.approval),
+    ] {
+        if let Some(value) = value {
+            config[key] = value.clone();
+        }
     }
     Ok((config.to_string().into_bytes(), Some(policies_path)))
 }
