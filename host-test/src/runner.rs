@@ -229,6 +229,57 @@ pub fn run(filter: &Filter, scenario: &Scenario, options: &HostOptions) -> Resul
 }
 
 fn drive(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> {
+    configure(vm, scenario, outcome)?;
+    if outcome.config_rejected.is_some() {
+        return Ok(());
+    }
+    exchange(vm, scenario, outcome)
+}
+
+/// A configured filter instance serving many requests, as one Envoy worker
+/// does; used to measure the per-request cost without the start-up.
+pub struct Session {
+    vm: Vm,
+    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    request_body: Vec<u8>,
+}
+
+impl Session {
+    pub fn start(filter: &Filter, scenario: &Scenario, options: &HostOptions) -> Result<Session> {
+        let state = initial_state(scenario, options);
+        let request_headers = state.request_headers.clone();
+        let request_body = state.request_body.clone();
+        let mut vm = Vm::new(filter, state)?;
+        let mut outcome = Outcome::default();
+        configure(&mut vm, scenario, &mut outcome)?;
+        if let Some(reason) = outcome.config_rejected {
+            return Err(format_err!("configuration rejected: {reason}"));
+        }
+        Ok(Session {
+            vm,
+            request_headers,
+            request_body,
+        })
+    }
+
+    /// Runs the scenario's request once more, from headers to audit record;
+    /// returns the status the client got.
+    pub fn request(&mut self, scenario: &Scenario) -> Result<Option<u32>> {
+        let state = self.vm.state_mut();
+        state.request_headers.clone_from(&self.request_headers);
+        state.request_body.clone_from(&self.request_body);
+        state.logs.clear();
+        state.events.clear();
+        state.filter_state.clear();
+        state.http_calls.clear();
+        let mut outcome = Outcome::default();
+        exchange(&mut self.vm, scenario, &mut outcome)?;
+        Ok(outcome.status)
+    }
+}
+
+/// Envoy's start-up: VM start and `on_configure`.
+fn configure(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> {
     vm.call("_initialize", &[])?;
     let config_len = scenario.plugin_configuration.len() as i32;
     // Envoy (proxy-wasm-cpp-host) creates the root context, then starts the VM.
@@ -247,8 +298,12 @@ fn drive(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> 
             .collect::<Vec<_>>()
             .join("\n");
         outcome.config_rejected = Some(reason);
-        return Ok(());
     }
+    Ok(())
+}
+
+/// One request's whole life in an HTTP context, upstream reply included.
+fn exchange(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> {
     vm.call("proxy_on_context_create", &[HTTP_ID, ROOT_ID])?;
 
     let body_len = vm.state().request_body.len() as i32;
