@@ -75,7 +75,7 @@ def stacks(tmp_path_factory):
 
 
 def envoy_request(stack: stack_module.Stack, request: dict) -> tuple[int, bool, str | None]:
-    """Sends the scenario's request through Envoy; returns (status, forwarded, decision)."""
+    """Sends the scenario's request through Envoy; returns (status, forwarded, decision, audit record)."""
     # A list, not a dict: scenarios may repeat a header (e.g. the identity header twice).
     headers: list[tuple[str, str]] = []
     for name, value in request["headers"]:
@@ -109,6 +109,7 @@ def envoy_request(stack: stack_module.Stack, request: dict) -> tuple[int, bool, 
     assert len(lines) > before, "Envoy wrote no access-log line"
     upstream = lines[-1].get("upstream_host")
     forwarded = upstream not in (None, "", "-")
+    audit = json.loads(lines[-1]["audit"]) if lines[-1].get("audit") else None
     decision = None
     deadline = time.monotonic() + 3.0
     while decision is None and time.monotonic() < deadline:
@@ -119,7 +120,12 @@ def envoy_request(stack: stack_module.Stack, request: dict) -> tuple[int, bool, 
                     decision = line.split("secretgate decision=", 1)[1].split(" ", 1)[0]
         if decision is None:
             time.sleep(0.05)
-    return status, forwarded, decision
+    return status, forwarded, decision, audit
+
+
+# Audit fields that depend only on the filter and the request, not on the
+# environment (OpenBao's real reply, ports, times, request ids).
+COMPARED_AUDIT_FIELDS = ("decision", "reason", "principal", "claims", "method", "namespace", "action", "resource", "policies", "errors")
 
 
 @pytest.mark.parametrize("file,name", CONFORMANCE, ids=[f"{f}::{n}" for f, n in CONFORMANCE])
@@ -139,8 +145,15 @@ def test_host_test_and_envoy_agree(host_results, stacks, make_stack, file, name)
         assert reason.splitlines()[0][:60] in refused.value.log_tail
         return
 
-    status, forwarded, decision = envoy_request(stacks(configuration), result["request"])
+    status, forwarded, decision, audit = envoy_request(stacks(configuration), result["request"])
     assert (status, forwarded, decision) == (host["status"], host["forwarded"], host["decision"]), (
         f"Envoy: status={status} forwarded={forwarded} decision={decision}; "
         f"host-test: status={host['status']} forwarded={host['forwarded']} decision={host['decision']}"
     )
+    assert host["audit"] is not None and audit is not None, "both write an audit record"
+    differing = {
+        field: (audit.get(field), host["audit"].get(field))
+        for field in COMPARED_AUDIT_FIELDS
+        if audit.get(field) != host["audit"].get(field)
+    }
+    assert not differing, f"audit fields differ (Envoy, host-test): {differing}"

@@ -273,6 +273,10 @@ fn result_json(s: &Scenario, r: &Report) -> serde_json::Value {
             "status": o.status,
             "local_body": o.local_response.as_ref().map(|l| String::from_utf8_lossy(&l.body).into_owned()),
             "decision": o.decision(),
+            "audit": o
+                .filter_state
+                .get("wasm.secretgate_audit")
+                .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok()),
         })),
     })
 }
