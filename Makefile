@@ -24,6 +24,7 @@ unit:
 	cargo test --workspace
 
 e2e: setup
+	cargo test --workspace --no-run -q
 	$(PYTHON) -m pytest envoy/tests -v -p no:cacheprovider
 
 # Headless-Chromium test of the approval service's web page (installs Debian's
