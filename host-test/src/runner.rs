@@ -308,22 +308,10 @@ fn exchange(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<(
 
     let body_len = vm.state().request_body.len() as i32;
     let headers_len = vm.state().request_headers.len() as i32;
-    let mut step = stream_callback(
-        vm,
-        "proxy_on_request_headers",
-        &[HTTP_ID, headers_len, i32::from(body_len == 0)],
-    )?;
-    if matches!(step, Step::Continue) && body_len > 0 {
-        step = stream_callback(vm, "proxy_on_request_body", &[HTTP_ID, body_len, 1])?;
-    }
-    match step {
-        Step::Local(local) => {
-            outcome.status = Some(local.status);
-            outcome.client_body = local.body.clone();
-            outcome.local_response = Some(local);
-        }
-        Step::Paused => outcome.stalled = true,
-        Step::Continue => {
+    let step = headers_then_body(vm, "request", headers_len, body_len)?;
+    match stopped(step, outcome) {
+        Some(()) => {}
+        None => {
             let forwarded: Vec<(String, String)> = vm
                 .state()
                 .request_headers
@@ -356,22 +344,10 @@ fn respond_upstream(vm: &mut Vm, upstream: &UpstreamSpec, outcome: &mut Outcome)
     let (headers_len, body_len) = (headers.len() as i32, body.len() as i32);
     vm.state_mut().response_headers = headers;
     vm.state_mut().response_body = body;
-    let mut step = stream_callback(
-        vm,
-        "proxy_on_response_headers",
-        &[HTTP_ID, headers_len, i32::from(body_len == 0)],
-    )?;
-    if matches!(step, Step::Continue) && body_len > 0 {
-        step = stream_callback(vm, "proxy_on_response_body", &[HTTP_ID, body_len, 1])?;
-    }
-    match step {
-        Step::Local(local) => {
-            outcome.status = Some(local.status);
-            outcome.client_body = local.body.clone();
-            outcome.local_response = Some(local);
-        }
-        Step::Paused => outcome.stalled = true,
-        Step::Continue => {
+    let step = headers_then_body(vm, "response", headers_len, body_len)?;
+    match stopped(step, outcome) {
+        Some(()) => {}
+        None => {
             let state = vm.state();
             let status = state
                 .response_headers
@@ -384,6 +360,43 @@ fn respond_upstream(vm: &mut Vm, upstream: &UpstreamSpec, outcome: &mut Outcome)
         }
     }
     Ok(())
+}
+
+/// Envoy's order for one direction: headers, then the body if headers continued.
+fn headers_then_body(
+    vm: &mut Vm,
+    direction: &str,
+    headers_len: i32,
+    body_len: i32,
+) -> Result<Step> {
+    let headers = format!("proxy_on_{direction}_headers");
+    let step = stream_callback(
+        vm,
+        &headers,
+        &[HTTP_ID, headers_len, i32::from(body_len == 0)],
+    )?;
+    if matches!(step, Step::Continue) && body_len > 0 {
+        let body = format!("proxy_on_{direction}_body");
+        return stream_callback(vm, &body, &[HTTP_ID, body_len, 1]);
+    }
+    Ok(step)
+}
+
+/// Records a local response or a stall; `None` when the stream continued.
+fn stopped(step: Step, outcome: &mut Outcome) -> Option<()> {
+    match step {
+        Step::Local(local) => {
+            outcome.status = Some(local.status);
+            outcome.client_body = local.body.clone();
+            outcome.local_response = Some(local);
+            Some(())
+        }
+        Step::Paused => {
+            outcome.stalled = true;
+            Some(())
+        }
+        Step::Continue => None,
+    }
 }
 
 /// Checks an outcome against the scenario's expectations; returns the failures.
