@@ -1,0 +1,150 @@
+"""Approval through the web page, end to end: a request held by secretgate.wasm
+in real Envoy (hold mode) is released or refused when an approver signs in to
+the real approval service's page in headless Chromium (Debian's `chromium`,
+installed by envoy/setup.sh) and clicks Approve or Deny with real mouse events.
+The secret comes from real OpenBao."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from approval_support import (  # noqa: F401 (approver and gated are pytest fixtures)
+    ALICE,
+    BOT,
+    SECRETS,
+    approval_id,
+    approver,
+    as_approver,
+    gated,
+    in_background,
+    pending_for,
+)
+from chromium import Chromium
+from conftest import RawClient
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A fresh headless Chromium (own profile, so no session cookie) per test, stopped by process group."""
+    with Chromium(tmp_path / "profile", tmp_path / "chromium.log") as chromium:
+        yield chromium
+
+
+def q(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+def sign_in(browser: Chromium, approver, who) -> None:
+    """The page's login: type the approver token into the form and press Sign in; the
+    service answers with an HttpOnly session cookie and a page whose forms carry the CSRF token."""
+    browser.navigate(approver["url"] + "/")
+    browser.type_into("#token", who[1])
+    browser.click("#login")
+    signed_in_as = browser.wait_for(f"{q('#me')} && {q('#me')}.textContent")
+    assert signed_in_as == who[0]
+    assert browser.evaluate("document.cookie") == "", "the session cookie is HttpOnly: invisible to scripts"
+
+
+def sign_out(browser: Chromium) -> None:
+    browser.click('form[action="/logout"] button')
+    browser.wait_for(f"!!{q('#token')}")
+
+
+def show_pending(browser: Chromium, approver, ident: str) -> str:
+    """Reload the page (it is server-rendered) and return the pending request's row text."""
+    row = f'tr[id="{ident}"]'
+    browser.navigate(approver["url"] + "/")
+    return browser.wait_for(f"{q(row)} && {q(row)}.innerText")
+
+
+def decided(approver, ident: str) -> dict:
+    listed = as_approver(approver, ALICE).get("/v1/approvals?status=all").json()["approvals"]
+    return next(item for item in listed if item["id"] == ident)
+
+
+def audit_record(gated, path_part: str) -> dict:
+    return [
+        json.loads(line["audit"])
+        for line in gated.access_log_lines()
+        if line.get("audit") and path_part in line["path"]
+    ][-1]
+
+
+def held_read(gated, path: str, reason: str):
+    jwt = gated.mint_jwt({"repository": "acme/web", "environment": "production"})
+    envoy = RawClient(gated.envoy_url, vault_token=gated.root_token)
+    return in_background(
+        lambda: envoy.get(f"/v1/secret/data/{path}", jwt=jwt, headers={"X-Secretgate-Reason": reason}, timeout=30)
+    )
+
+
+def test_a_held_request_is_released_when_an_approver_clicks_approve_in_chromium(gated, approver, browser):
+    # Signed in before the request arrives, so the hold (up to the callout's wait) covers only the decision.
+    sign_in(browser, approver, ALICE)
+    mark = gated.bao_audit_mark()
+    thread, result = held_read(gated, "prod/acme/web/db", "INC-77 browser restore")
+    ident = approval_id(pending_for(approver, "secret/prod/acme/web/db"))
+
+    row = show_pending(browser, approver, ident)
+    assert "secret/prod/acme/web/db" in row and "INC-77 browser restore" in row, row
+    assert "secops" in row, row
+    assert thread.is_alive(), "the request is held while the approver decides"
+    assert "secret/data/prod/acme/web/db" not in gated.bao_audit_paths(since=mark), "held, not forwarded"
+
+    browser.click(f'[id="approve-{ident}"]')
+
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the click released the held request"
+    response = result["response"]
+    assert response.status == 200, response.text
+    assert response.json()["data"]["data"] == SECRETS["secret/prod/acme/web/db"]
+    assert "secret/data/prod/acme/web/db" in gated.bao_audit_paths(since=mark), "forwarded to OpenBao after approval"
+
+    # The page came back to the (now empty) list after the form's redirect.
+    row_selector = f'tr[id="{ident}"]'
+    browser.wait_for(f"!!{q('#empty')} && !{q(row_selector)}")
+
+    item = decided(approver, ident)
+    assert item["status"] == "approved"
+    assert item["decided_by"] == ALICE[0]
+    assert item["grant_id"]
+    record = audit_record(gated, "prod/acme/web/db")
+    assert record["decision"] == "allow"
+    assert record["approval"]["outcome"] == "approved"
+    assert record["approval"]["approver"] == ALICE[0]
+    assert record["approval"]["grant_id"] == item["grant_id"]
+
+
+def test_a_held_request_is_refused_when_an_approver_clicks_deny_in_chromium(gated, approver, browser):
+    # The requester (the JWT's actor) is an approver too, but the page offers them no buttons.
+    sign_in(browser, approver, BOT)
+    thread, result = held_read(gated, "prod/acme/web/other", "INC-78 browser")
+    ident = approval_id(pending_for(approver, "secret/prod/acme/web/other"))
+    row = show_pending(browser, approver, ident)
+    assert "your own request" in row, row
+    approve_button = f'[id="approve-{ident}"]'
+    assert browser.evaluate(f"!{q(approve_button)}"), "no Approve button for the requester"
+    sign_out(browser)
+
+    sign_in(browser, approver, ALICE)
+    show_pending(browser, approver, ident)
+    assert thread.is_alive(), "still held"
+    browser.type_into(f'tr[id="{ident}"] input[name="reason"]', "not during the freeze")
+    browser.click(f'[id="deny-{ident}"]')
+
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the click released the held request"
+    response = result["response"]
+    assert response.status == 403, response.text
+    assert response.json()["errors"] == ["approval denied"]
+    assert b"FAKE-prod-web-other" not in response.body
+
+    item = decided(approver, ident)
+    assert item["status"] == "denied"
+    assert item["decided_by"] == ALICE[0]
+    assert item["decision_reason"] == "not during the freeze"
+    record = audit_record(gated, "prod/acme/web/other")
+    assert record["approval"]["outcome"] == "denied"
+    assert record["approval"]["approver"] == ALICE[0]
