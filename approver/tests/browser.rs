@@ -1,6 +1,8 @@
 //! An approver approves through the web page in headless Chromium (Debian's
-//! `chromium`), while the filter's hold-mode callout waits. Needs the browser:
-//! run `approver/tests/browser.sh`, which installs it and runs this test.
+//! `chromium`, which `envoy/setup.sh` installs), while a hold-mode callout
+//! waits. The page alone, against the service; `envoy/tests/
+//! test_approval_browser_e2e.py` drives the same page with real Envoy and
+//! OpenBao in the loop.
 
 mod common;
 
@@ -117,7 +119,10 @@ fn launch(profile: &std::path::Path) -> (Browser, u16) {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-quic",
             "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--no-first-run",
             "--window-size=1200,700",
             "--remote-debugging-address=127.0.0.1",
@@ -128,7 +133,9 @@ fn launch(profile: &std::path::Path) -> (Browser, u16) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {bin}: {e} (run approver/tests/browser.sh)"));
+        .unwrap_or_else(|e| {
+            panic!("starting {bin}: {e} (envoy/setup.sh installs Debian's chromium)")
+        });
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -147,7 +154,6 @@ fn launch(profile: &std::path::Path) -> (Browser, u16) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs Debian's chromium: run approver/tests/browser.sh"]
 async fn an_approver_approves_with_the_button_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let s = std::sync::Arc::new(start(dir.path(), ""));
