@@ -7,6 +7,7 @@ The secret comes from real OpenBao."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -64,12 +65,19 @@ def decided(approver, ident: str) -> dict:
     return next(item for item in listed if item["id"] == ident)
 
 
-def audit_record(gated, path_part: str) -> dict:
-    return [
-        json.loads(line["audit"])
-        for line in gated.access_log_lines()
-        if line.get("audit") and path_part in line["path"]
-    ][-1]
+def audit_record(gated, path_part: str, timeout: float = 10.0) -> dict:
+    """The filter's audit record for the request, polled: Envoy writes the access log in the background."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [
+            json.loads(line["audit"])
+            for line in gated.access_log_lines()
+            if line.get("audit") and path_part in line["path"]
+        ]
+        if records:
+            return records[-1]
+        assert time.monotonic() < deadline, f"no audit record for {path_part} within {timeout}s"
+        time.sleep(0.1)
 
 
 def held_read(gated, path: str, reason: str):
