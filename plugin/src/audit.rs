@@ -8,8 +8,7 @@
 //! that is not JSON, or larger than the capture limit, is never logged: only
 //! its size and (in HMAC mode) the HMAC of every byte seen.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use sha2::Sha256;
 
 use crate::classify::{Action, MountType};
 use crate::gate::DecisionRecord;
+use crate::masking::{self, MaskRules};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -127,8 +127,9 @@ pub struct AuditConfig {
     hmac: Option<HmacSha256>,
     pub max_body_bytes: usize,
     pub claims: Vec<String>,
-    readable_default: HashSet<String>,
-    readable_by_mount: HashMap<String, HashSet<String>>,
+    readable_default: KeySet,
+    /// Per mount type: the default keys plus that mount's own.
+    readable_by_mount: BTreeMap<String, KeySet>,
     pub list_keys: bool,
 }
 
@@ -149,11 +150,8 @@ impl Default for AuditConfig {
             hmac: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             claims: DEFAULT_CLAIMS.iter().map(|c| (*c).to_owned()).collect(),
-            readable_default: DEFAULT_READABLE_KEYS
-                .iter()
-                .map(|k| (*k).to_owned())
-                .collect(),
-            readable_by_mount: HashMap::new(),
+            readable_default: KeySet::new(DEFAULT_READABLE_KEYS.iter().map(|k| (*k).to_owned())),
+            readable_by_mount: BTreeMap::new(),
             list_keys: false,
         }
     }
@@ -225,6 +223,9 @@ impl AuditConfig {
             };
             set.extend(keys);
         }
+        for set in config.readable_by_mount.values_mut() {
+            set.extend(config.readable_default.0.iter().cloned());
+        }
         config.list_keys = raw.list_keys;
         Ok(config)
     }
@@ -239,88 +240,61 @@ impl AuditConfig {
     /// Masks a JSON body: structure and keys stay; strings and numbers are
     /// masked unless their key is readable; booleans and nulls stay. A LIST
     /// response's `data.keys` becomes `{"count": N}` unless `list_keys`.
-    pub fn mask(&self, body: &Value, action: Option<Action>, mount_type: Option<&str>) -> Value {
-        serde_json::from_str(&self.mask_to_json(body, action, mount_type)).unwrap_or(Value::Null)
-    }
-
-    /// [`AuditConfig::mask`] written straight to JSON text: the audit record
-    /// embeds it as is, without building a second tree.
-    pub fn mask_to_json(
+    /// `None` when the body is not JSON.
+    pub fn mask_json(
         &self,
-        body: &Value,
+        body: &[u8],
         action: Option<Action>,
         mount_type: Option<&str>,
-    ) -> String {
-        let mut out = String::with_capacity(256);
-        let scope = MaskScope {
-            mount_type,
+    ) -> Option<String> {
+        let rules = MaskScope {
+            config: self,
+            readable: mount_type
+                .and_then(|m| self.readable_by_mount.get(m))
+                .unwrap_or(&self.readable_default),
             list_response: action == Some(Action::List),
         };
-        self.write_masked(body, &scope, Place::Root, &mut out);
-        out
+        masking::mask_json(body, &rules).ok()
     }
 
-    fn write_masked(&self, value: &Value, scope: &MaskScope<'_>, place: Place, out: &mut String) {
-        let readable = place == Place::Readable;
-        match value {
-            Value::String(s) if readable => write_json_string(s, out),
-            Value::Number(n) if readable => {
-                let _ = write!(out, "{n}");
-            }
-            Value::String(s) => self.write_masked_scalar(s.as_bytes(), out),
-            Value::Number(n) => self.write_masked_scalar(n.to_string().as_bytes(), out),
-            Value::Bool(true) => out.push_str("true"),
-            Value::Bool(false) => out.push_str("false"),
-            Value::Null => out.push_str("null"),
-            Value::Array(items) => {
-                out.push('[');
-                for (index, item) in items.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    let inner = if readable {
-                        Place::Readable
-                    } else {
-                        Place::Inside
-                    };
-                    self.write_masked(item, scope, inner, out);
-                }
-                out.push(']');
-            }
-            Value::Object(fields) => {
-                out.push('{');
-                for (index, (key, field)) in fields.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    write_json_string(key, out);
-                    out.push(':');
-                    let listing = scope.list_response && place == Place::ListData && key == "keys";
-                    match (listing, field) {
-                        (true, Value::Array(keys)) if !self.list_keys => {
-                            let _ = write!(out, "{{\"count\":{}}}", keys.len());
-                        }
-                        (true, keys) => write_plain(keys, out),
-                        _ => {
-                            let next = if place == Place::Root && key == "data" {
-                                Place::ListData
-                            } else if self.readable(key, scope.mount_type) {
-                                Place::Readable
-                            } else {
-                                Place::Inside
-                            };
-                            self.write_masked(field, scope, next, out);
-                        }
-                    }
-                }
-                out.push('}');
-            }
+    /// [`AuditConfig::mask_json`] of a parsed value, for callers holding one.
+    pub fn mask(&self, body: &Value, action: Option<Action>, mount_type: Option<&str>) -> Value {
+        serde_json::to_vec(body)
+            .ok()
+            .and_then(|bytes| self.mask_json(&bytes, action, mount_type))
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn capture(&self) -> BodyCapture {
+        BodyCapture {
+            limit: self.max_body_bytes,
+            captured: Vec::new(),
+            seen: 0,
+            key: self.hmac.clone(),
+            overflow_hmac: None,
+            unreadable: false,
         }
     }
+}
 
-    fn write_masked_scalar(&self, text: &[u8], out: &mut String) {
+/// The masking rules of one body: the configuration plus what the request was.
+struct MaskScope<'a> {
+    config: &'a AuditConfig,
+    readable: &'a KeySet,
+    list_response: bool,
+}
+
+impl MaskRules for MaskScope<'_> {
+    fn readable(&self, key: &str) -> bool {
+        // Configuration already refuses credential keys; checked again so
+        // no future path can make one readable.
+        self.readable.contains(key) && !NEVER_READABLE_KEYS.contains(&key)
+    }
+
+    fn write_masked(&self, text: &[u8], out: &mut String) {
         out.push('"');
-        match self.hmac.clone() {
+        match self.config.hmac.clone() {
             Some(mut mac) => {
                 mac.update(text);
                 push_tagged_hex(&mac.finalize().into_bytes(), out);
@@ -330,39 +304,36 @@ impl AuditConfig {
         out.push('"');
     }
 
-    fn readable(&self, key: &str, mount_type: Option<&str>) -> bool {
-        !NEVER_READABLE_KEYS.contains(&key)
-            && (self.readable_default.contains(key)
-                || mount_type
-                    .and_then(|m| self.readable_by_mount.get(m))
-                    .is_some_and(|set| set.contains(key)))
+    fn list_response(&self) -> bool {
+        self.list_response
     }
 
-    pub fn capture(&self) -> BodyCapture {
-        BodyCapture {
-            limit: self.max_body_bytes,
-            captured: Vec::new(),
-            seen: 0,
-            hmac: self.hmac.clone(),
-            unreadable: false,
-        }
+    fn list_names_shown(&self) -> bool {
+        self.config.list_keys
     }
 }
 
-/// Where a value sits, which decides how it is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    Root,
-    /// The top-level `data` object, where a LIST response keeps `keys`.
-    ListData,
-    /// Under a readable key: scalars stay as they are.
-    Readable,
-    Inside,
-}
+/// A small sorted set of key names: looked up once per JSON key, where
+/// hashing each key cost more than a binary search over a few dozen names.
+#[derive(Clone, Default)]
+struct KeySet(Vec<String>);
 
-struct MaskScope<'a> {
-    mount_type: Option<&'a str>,
-    list_response: bool,
+impl KeySet {
+    fn new(keys: impl IntoIterator<Item = String>) -> KeySet {
+        let mut set = KeySet::default();
+        set.extend(keys);
+        set
+    }
+
+    fn extend(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.0.extend(keys);
+        self.0.sort_unstable();
+        self.0.dedup();
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+    }
 }
 
 fn hex_tagged(bytes: &[u8]) -> String {
@@ -373,50 +344,29 @@ fn hex_tagged(bytes: &[u8]) -> String {
 
 fn push_tagged_hex(bytes: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 64];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
     out.push_str("hmac-sha256:");
-    for byte in bytes {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-}
-
-/// Writes a string as a JSON string literal.
-fn write_json_string(text: &str, out: &mut String) {
-    out.push('"');
-    let mut start = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..index]);
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escaped);
-        }
-        start = index + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
-}
-
-/// Writes a value unmasked (only for what configuration made readable).
-fn write_plain(value: &Value, out: &mut String) {
-    let _ = write!(out, "{value}");
+    let used = (bytes.len() * 2).min(digits.len());
+    out.push_str(std::str::from_utf8(&digits[..used]).unwrap_or_default());
 }
 
 /// A bounded copy of a streamed body: the first `limit` bytes, plus the
-/// total size and a running HMAC of every byte, so memory stays bounded
-/// however large the body is.
+/// total size and (in HMAC mode) the HMAC of every byte, so memory stays
+/// bounded however large the body is.
 #[derive(Clone)]
 pub struct BodyCapture {
     limit: usize,
     captured: Vec<u8>,
     seen: usize,
-    hmac: Option<HmacSha256>,
+    /// The keyed HMAC state to start from, in HMAC mode.
+    key: Option<HmacSha256>,
+    /// The HMAC of every byte, kept running only once the body outgrows the
+    /// limit; a body that fits is hashed from `captured` if it is not logged.
+    overflow_hmac: Option<HmacSha256>,
     /// A chunk could not be read: what was captured is incomplete.
     unreadable: bool,
 }
@@ -424,7 +374,7 @@ pub struct BodyCapture {
 impl BodyCapture {
     /// Whether feeding more bytes changes anything (HMAC, or room left).
     pub fn wants_more(&self) -> bool {
-        self.hmac.is_some() || self.captured.len() < self.limit
+        self.key.is_some() || self.captured.len() < self.limit
     }
 
     pub fn mark_unreadable(&mut self) {
@@ -436,12 +386,21 @@ impl BodyCapture {
             return;
         }
         self.seen = self.seen.saturating_add(chunk.len());
-        if let Some(mac) = self.hmac.as_mut() {
-            mac.update(chunk);
-        }
         let room = self.limit.saturating_sub(self.captured.len());
-        self.captured
-            .extend_from_slice(&chunk[..room.min(chunk.len())]);
+        let (kept, rest) = chunk.split_at(room.min(chunk.len()));
+        self.captured.extend_from_slice(kept);
+        if rest.is_empty() {
+            return;
+        }
+        if self.overflow_hmac.is_none() {
+            self.overflow_hmac = self.key.clone().map(|mut mac| {
+                mac.update(&self.captured);
+                mac
+            });
+        }
+        if let Some(mac) = self.overflow_hmac.as_mut() {
+            mac.update(rest);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -450,6 +409,19 @@ impl BodyCapture {
 
     pub fn truncated(&self) -> bool {
         self.seen > self.captured.len() || self.unreadable
+    }
+
+    /// `hmac-sha256:<hex>` of every byte seen, in HMAC mode.
+    fn hmac_of_seen(&self) -> Option<String> {
+        let mac = match &self.overflow_hmac {
+            Some(running) => running.clone(),
+            None => {
+                let mut mac = self.key.clone()?;
+                mac.update(&self.captured);
+                mac
+            }
+        };
+        Some(hex_tagged(&mac.finalize().into_bytes()))
     }
 
     /// The body as the audit record shows it, as JSON text:
@@ -463,11 +435,8 @@ impl BodyCapture {
         let unlogged = |flag: &str| {
             let mut out = Map::new();
             out.insert("size".into(), json!(self.seen));
-            if let Some(mac) = self.hmac.clone() {
-                out.insert(
-                    "hmac".into(),
-                    Value::String(hex_tagged(&mac.finalize().into_bytes())),
-                );
+            if let Some(hmac) = self.hmac_of_seen() {
+                out.insert("hmac".into(), Value::String(hmac));
             }
             out.insert("not_logged".into(), json!(flag));
             Value::Object(out).to_string()
@@ -478,13 +447,9 @@ impl BodyCapture {
         if self.truncated() {
             return unlogged("over_max_body_bytes");
         }
-        match serde_json::from_slice::<Value>(&self.captured) {
-            Ok(body) => format!(
-                "{{\"size\":{},\"json\":{}}}",
-                self.seen,
-                config.mask_to_json(&body, action, mount_type)
-            ),
-            Err(_) => unlogged("not_json"),
+        match config.mask_json(&self.captured, action, mount_type) {
+            Some(masked) => format!("{{\"size\":{},\"json\":{masked}}}", self.seen),
+            None => unlogged("not_json"),
         }
     }
 }

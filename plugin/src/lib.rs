@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod gate;
 pub mod identity;
+mod masking;
 pub mod pairs;
 pub mod path;
 pub mod policy;
