@@ -148,3 +148,18 @@ def in_background(call):
     thread = threading.Thread(target=lambda: result.setdefault("response", call()))
     thread.start()
     return thread, result
+
+
+def audit_record(gated, path_part: str, timeout: float = 10.0) -> dict:
+    """The filter's audit record for the request, polled: Envoy writes the access log in the background."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [
+            json.loads(line["audit"])
+            for line in gated.access_log_lines()
+            if line.get("audit") and path_part in line["path"]
+        ]
+        if records:
+            return records[-1]
+        assert time.monotonic() < deadline, f"no audit record for {path_part} within {timeout}s"
+        time.sleep(0.1)

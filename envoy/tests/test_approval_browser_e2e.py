@@ -12,6 +12,7 @@ import time
 import pytest
 
 from approval_support import (  # noqa: F401 (approver and gated are pytest fixtures)
+    audit_record,
     ALICE,
     BOT,
     SECRETS,
@@ -63,21 +64,6 @@ def show_pending(browser: Chromium, approver, ident: str) -> str:
 def decided(approver, ident: str) -> dict:
     listed = as_approver(approver, ALICE).get("/v1/approvals?status=all").json()["approvals"]
     return next(item for item in listed if item["id"] == ident)
-
-
-def audit_record(gated, path_part: str, timeout: float = 10.0) -> dict:
-    """The filter's audit record for the request, polled: Envoy writes the access log in the background."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = [
-            json.loads(line["audit"])
-            for line in gated.access_log_lines()
-            if line.get("audit") and path_part in line["path"]
-        ]
-        if records:
-            return records[-1]
-        assert time.monotonic() < deadline, f"no audit record for {path_part} within {timeout}s"
-        time.sleep(0.1)
 
 
 def held_read(gated, path: str, reason: str):

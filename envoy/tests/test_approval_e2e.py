@@ -9,6 +9,7 @@ import time
 
 import stack as stack_module
 from approval_support import (  # noqa: F401 (approver and gated are pytest fixtures)
+    audit_record,
     ALICE,
     BOT,
     OUTSIDER,
@@ -45,7 +46,7 @@ def test_a_held_request_is_released_when_an_approver_approves(gated, approver):
     assert response.status == 200, response.text
     assert response.json()["data"]["data"] == SECRETS["secret/prod/acme/web/db"]
 
-    record = [json.loads(l["audit"]) for l in gated.access_log_lines() if l.get("audit") and "prod/acme/web/db" in l["path"]][-1]
+    record = audit_record(gated, "prod/acme/web/db")
     assert record["decision"] == "allow"
     assert record["approval"]["outcome"] == "approved"
     assert record["approval"]["approver"] == ALICE[0]
