@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::approval::ApprovalConfig;
 use crate::audit::{AuditConfig, RawAuditConfig};
+use crate::bundle::{Bundle, BundleConfig};
 use crate::classify::{MountError, MountTable};
 use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
 use crate::policy::{PolicyEngine, PolicyError};
@@ -18,8 +19,10 @@ use crate::policy::{PolicyEngine, PolicyError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    schema: String,
-    policies: String,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    policies: Option<String>,
     #[serde(default = "no_entities")]
     entities: Value,
     #[serde(default)]
@@ -29,6 +32,8 @@ struct RawConfig {
     audit: Option<RawAuditConfig>,
     #[serde(default)]
     approval: Option<ApprovalConfig>,
+    #[serde(default)]
+    bundle: Option<BundleConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +82,7 @@ pub enum ConfigError {
     Identity(String),
     Audit(String),
     Approval(String),
+    Bundle(String),
     Policy(PolicyError),
 }
 
@@ -88,6 +94,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Identity(e) => write!(f, "identity: {e}"),
             ConfigError::Audit(e) => write!(f, "audit: {e}"),
             ConfigError::Approval(e) => write!(f, "approval: {e}"),
+            ConfigError::Bundle(e) => write!(f, "bundle: {e}"),
             ConfigError::Policy(e) => write!(f, "policies: {e}"),
         }
     }
@@ -96,11 +103,24 @@ impl fmt::Display for ConfigError {
 /// A validated configuration, ready to serve requests.
 #[derive(Debug)]
 pub struct Config {
-    pub engine: PolicyEngine,
+    /// `None` while a configured bundle has never loaded: every request is
+    /// then denied.
+    pub engine: Option<PolicyEngine>,
     pub mounts: MountTable,
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
     pub approval: Option<ApprovalConfig>,
+    pub bundle: Option<BundleConfig>,
+    /// The inline schema, policies and entities: what a bundle leaves out.
+    inline: PolicySources,
+}
+
+/// Where policy text comes from: inline configuration or a bundle.
+#[derive(Debug, Clone)]
+struct PolicySources {
+    schema: Option<String>,
+    policies: Option<String>,
+    entities: Value,
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -114,9 +134,6 @@ impl Config {
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
-        if !raw.entities.is_array() {
-            return Err(ConfigError::Json("entities must be a JSON array".into()));
-        }
         let mounts = MountTable::from_config(&raw.mounts).map_err(ConfigError::Mounts)?;
         let audit = match raw.audit {
             Some(raw_audit) => AuditConfig::from_raw(raw_audit).map_err(ConfigError::Audit)?,
@@ -154,28 +171,14 @@ impl Config {
             }
             RawIdentity::Mtls { principal_type } => (IdentitySource::Mtls, principal_type),
         };
-        let engine = PolicyEngine::load(&raw.schema, &raw.policies, &raw.entities, &principal_type)
-            .map_err(ConfigError::Policy)?;
-        if let IdentitySource::Jwt {
-            principal_claim, ..
-        } = &source
-        {
-            if !can_name_principal(engine.claims_shape().claim_type(principal_claim)) {
-                return Err(ConfigError::Identity(format!(
-                    "principal_claim {principal_claim:?} is declared in the schema as a type that cannot name a principal"
-                )));
-            }
-        }
         if let Some(approval) = &raw.approval {
             approval.validate().map_err(ConfigError::Approval)?;
         }
-        if raw.approval.is_none() && !engine.approvals().is_empty() {
-            return Err(ConfigError::Approval(
-                "policies use @approval but no approval service is configured".into(),
-            ));
+        if let Some(bundle) = &raw.bundle {
+            bundle.validate().map_err(ConfigError::Bundle)?;
         }
-        Ok(Config {
-            engine,
+        let mut config = Config {
+            engine: None,
             mounts,
             identity: IdentityConfig {
                 source,
@@ -183,6 +186,87 @@ impl Config {
             },
             audit,
             approval: raw.approval,
+            bundle: raw.bundle,
+            inline: PolicySources {
+                schema: raw.schema,
+                policies: raw.policies,
+                entities: raw.entities,
+            },
+        };
+        match (
+            &config.bundle,
+            &config.inline.schema,
+            &config.inline.policies,
+        ) {
+            (None, Some(schema), Some(policies)) => {
+                config.engine =
+                    Some(config.build_engine(schema, policies, &config.inline.entities)?);
+            }
+            (None, _, _) => {
+                return Err(ConfigError::Json(
+                    "schema and policies are required (or a bundle that provides them)".into(),
+                ))
+            }
+            // Checked now so a typo fails at start, but not served: with a
+            // bundle configured, nothing is allowed before a bundle loads.
+            (Some(_), Some(schema), Some(policies)) => {
+                config.build_engine(schema, policies, &config.inline.entities)?;
+            }
+            (Some(_), _, _) => {}
+        }
+        Ok(config)
+    }
+
+    /// The configuration with a fetched bundle's schema, policies and
+    /// entities in place of the inline ones it provides, fully validated.
+    pub fn with_bundle(&self, bundle: Bundle) -> Result<Config, ConfigError> {
+        let schema = bundle.schema.as_ref().or(self.inline.schema.as_ref());
+        let policies = bundle.policies.as_ref().or(self.inline.policies.as_ref());
+        let (Some(schema), Some(policies)) = (schema, policies) else {
+            return Err(ConfigError::Bundle(
+                "neither the bundle nor the inline configuration has a schema and policies".into(),
+            ));
+        };
+        let entities = bundle.entities.as_ref().unwrap_or(&self.inline.entities);
+        let engine = self.build_engine(schema, policies, entities)?;
+        Ok(Config {
+            engine: Some(engine),
+            mounts: self.mounts.clone(),
+            identity: self.identity.clone(),
+            audit: self.audit.clone(),
+            approval: self.approval.clone(),
+            bundle: self.bundle.clone(),
+            inline: self.inline.clone(),
         })
+    }
+
+    /// Loads a policy set and checks it against the rest of the configuration.
+    fn build_engine(
+        &self,
+        schema: &str,
+        policies: &str,
+        entities: &Value,
+    ) -> Result<PolicyEngine, ConfigError> {
+        if !entities.is_array() {
+            return Err(ConfigError::Json("entities must be a JSON array".into()));
+        }
+        let engine = PolicyEngine::load(schema, policies, entities, &self.identity.principal_type)
+            .map_err(ConfigError::Policy)?;
+        if let IdentitySource::Jwt {
+            principal_claim, ..
+        } = &self.identity.source
+        {
+            if !can_name_principal(engine.claims_shape().claim_type(principal_claim)) {
+                return Err(ConfigError::Identity(format!(
+                    "principal_claim {principal_claim:?} is declared in the schema as a type that cannot name a principal"
+                )));
+            }
+        }
+        if self.approval.is_none() && !engine.approvals().is_empty() {
+            return Err(ConfigError::Approval(
+                "policies use @approval but no approval service is configured".into(),
+            ));
+        }
+        Ok(engine)
     }
 }

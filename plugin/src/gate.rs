@@ -63,6 +63,8 @@ pub enum Outcome {
     ApprovalRequired,
     /// The approval service failed, timed out or answered garbage.
     ApprovalError,
+    /// A policy bundle is configured but none has loaded yet.
+    NoPolicy,
 }
 
 impl Outcome {
@@ -79,6 +81,7 @@ impl Outcome {
             Outcome::ApprovalDenied => "approval_denied",
             Outcome::ApprovalRequired => "approval_required",
             Outcome::ApprovalError => "approval_error",
+            Outcome::NoPolicy => "no_policy",
         }
     }
 }
@@ -283,6 +286,10 @@ impl Config {
             .to_owned();
         let mut record = DecisionRecord::new(request_id, facts);
         record.token_hmac = vault_token(facts.headers).and_then(|t| self.audit.hmac_hex(t));
+        let Some(engine) = &self.engine else {
+            let reason = "no valid policy bundle has been loaded".to_owned();
+            return deny(record, Outcome::NoPolicy, 503, "no policy loaded", reason);
+        };
 
         let identity_header = match &self.identity.source {
             IdentitySource::Header { header } => Some(header.as_str()),
@@ -295,10 +302,7 @@ impl Config {
             jwt_payload: facts.jwt_payload,
             peer_uri_san: facts.peer_uri_san,
         };
-        let principal = match self
-            .identity
-            .principal(&evidence, self.engine.claims_shape())
-        {
+        let principal = match self.identity.principal(&evidence, engine.claims_shape()) {
             Ok(p) => p,
             Err(e) => {
                 let message = match e {
@@ -362,7 +366,7 @@ impl Config {
             );
         };
         let ip_text = ip.to_string();
-        let evaluation = self.engine.evaluate(&AccessRequest {
+        let evaluation = engine.evaluate(&AccessRequest {
             principal: &principal,
             action: classification.action,
             resource: &classification.resource,
@@ -397,7 +401,7 @@ impl Config {
                 .map(|_| classification.namespace.clone()),
             remove_headers: identity_header.map(str::to_owned).into_iter().collect(),
         };
-        let required = self.engine.approvals().required(&record.policies);
+        let required = engine.approvals().required(&record.policies);
         let Some((policy, rule)) = required else {
             record.outcome = Outcome::Allowed;
             record.reason = "permitted".to_owned();

@@ -6,6 +6,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bundle;
 pub mod claims;
 pub mod classify;
 pub mod config;

@@ -637,3 +637,91 @@ mod approval {
         );
     }
 }
+
+fn bundle_config() -> Config {
+    let mut config = demo_config(json!({"source": "jwt", "payload_in_metadata": "ci_claims"}));
+    let fields = config.as_object_mut().unwrap();
+    fields.remove("policies");
+    fields.remove("entities");
+    fields.insert(
+        "bundle".into(),
+        json!({"cluster": "bundles", "authority": "bundles.local", "refresh_s": 5}),
+    );
+    Config::from_json(config.to_string().as_bytes()).expect("bundle config loads")
+}
+
+fn bundle(entities: Value) -> secretgate::bundle::Bundle {
+    let text = json!({"policies": policies_dir("policies.cedar"), "entities": entities});
+    secretgate::bundle::parse(text.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn with_a_bundle_configured_nothing_passes_until_one_loads() {
+    let waiting = bundle_config();
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&waiting);
+    assert_eq!(status(&verdict), 503);
+    assert_eq!(verdict.record.outcome, Outcome::NoPolicy);
+    assert_eq!(body(&verdict)["errors"][0], "no policy loaded");
+
+    let entities: Value = serde_json::from_str(&policies_dir("entities.json")).unwrap();
+    let loaded = waiting.with_bundle(bundle(entities)).expect("bundle loads");
+    let verdict = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&loaded);
+    assert_eq!(status(&verdict), 200, "{}", verdict.record.log_line());
+}
+
+#[test]
+fn a_new_bundle_offboards_a_contractor() {
+    let entities: Value = serde_json::from_str(&policies_dir("entities.json")).unwrap();
+    let before = bundle_config()
+        .with_bundle(bundle(entities.clone()))
+        .unwrap();
+    let read = Call::get("/v1/secret/data/ci/acme/vendor-sync/api-key").jwt(github_claims(
+        "acme/vendor-sync",
+        "refs/heads/main",
+        true,
+    ));
+    assert_eq!(status(&read.decide(&before)), 200);
+
+    let mut offboarded = entities;
+    for entity in offboarded.as_array_mut().unwrap() {
+        if entity["uid"]["id"] == "repo:acme/vendor-sync:ref:refs/heads/main" {
+            entity["parents"] = json!([]);
+        }
+    }
+    let after = before.with_bundle(bundle(offboarded)).unwrap();
+    assert_eq!(status(&read.decide(&after)), 403);
+    // The configuration in use is untouched until the swap.
+    assert_eq!(status(&read.decide(&before)), 200);
+}
+
+#[test]
+fn a_bad_bundle_is_refused_whole() {
+    let config = bundle_config();
+    let broken = secretgate::bundle::parse(
+        json!({"policies": "permit(principal, action, resource) when { context.nope };"})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let error = config.with_bundle(broken).unwrap_err();
+    assert!(matches!(error, ConfigError::Policy(_)), "{error}");
+    let no_policies = secretgate::bundle::parse(b"{\"entities\": []}").unwrap();
+    assert!(matches!(
+        config.with_bundle(no_policies).unwrap_err(),
+        ConfigError::Bundle(_)
+    ));
+    let approval_without_service = secretgate::bundle::parse(
+        json!({"policies": "@approval(\"sre\") permit(principal, action, resource);"})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(matches!(
+        config.with_bundle(approval_without_service).unwrap_err(),
+        ConfigError::Approval(_)
+    ));
+}
