@@ -11,6 +11,7 @@ const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
 
 pub const LOG_INFO: u32 = 2;
+pub const LOG_WARN: u32 = 3;
 pub const LOG_ERROR: u32 = 4;
 pub const BUFFER_REQUEST_BODY: u32 = 0;
 pub const BUFFER_RESPONSE_BODY: u32 = 1;
@@ -20,6 +21,7 @@ pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_RESPONSE_HEADERS: u32 = 2;
 pub const MAP_CALLOUT_RESPONSE_HEADERS: u32 = 6;
 const STREAM_HTTP_REQUEST: u32 = 0;
+const METRIC_COUNTER: u32 = 0;
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,14 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -249,5 +259,30 @@ pub fn send_local_response(
             serialized.len(),
             -1,
         )
+    })
+}
+
+/// Asks the host to call the root context's `on_tick` every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("proxy_set_tick_period_milliseconds", unsafe {
+        proxy_set_tick_period_milliseconds(period_ms)
+    })
+}
+
+/// Defines a counter (Envoy shows it in `/stats` as `wasmcustom.<name>`).
+pub fn define_counter(name: &str) -> Result<u32, HostError> {
+    let mut id = 0u32;
+    // SAFETY: the name is a live &str; the host writes one u32 into a local.
+    check("proxy_define_metric", unsafe {
+        proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id)
+    })?;
+    Ok(id)
+}
+
+pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("proxy_increment_metric", unsafe {
+        proxy_increment_metric(id, by)
     })
 }

@@ -3,6 +3,7 @@
 //! deny, never a pass-through.
 
 mod abi;
+mod metrics;
 
 use std::rc::Rc;
 
@@ -15,6 +16,7 @@ use proxy_wasm::hostcalls;
 
 use crate::approval::{parse_reply, ApprovalReply, ReplyError};
 use crate::audit::{self, BodyCapture, ResponseFacts};
+use crate::bundle::{self, BundleError, FetchCycle, FetchReply, FetchRequest, FetchStep};
 use crate::config::Config;
 use crate::gate::{error_body, DecisionRecord, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
@@ -27,17 +29,174 @@ const AUDIT_FILTER_STATE: &str = "secretgate_audit";
 /// An approval reply is a few hundred bytes; never copy more than this.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
+/// Until the first bundle loads, fetch often: requests are denied meanwhile.
+const FIRST_BUNDLE_RETRY_MS: u32 = 250;
+
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(SecretgateRoot { config: None })
+        Box::new(SecretgateRoot { config: None, fetch: FetchCycle::default(), fetch_token: None })
     });
 }}
 
 struct SecretgateRoot {
+    /// What new requests are served with; swapped whole when a bundle loads,
+    /// while requests in flight keep the configuration they started with.
     config: Option<Rc<Config>>,
+    fetch: FetchCycle,
+    fetch_token: Option<u32>,
 }
 
-impl Context for SecretgateRoot {}
+impl Context for SecretgateRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(bundle_config) = config.bundle.as_ref() else {
+            return;
+        };
+        if self.fetch_token != Some(token_id) {
+            abi::log(
+                abi::LOG_ERROR,
+                "secretgate: bundle reply with an unknown token",
+            );
+            return;
+        }
+        self.fetch_token = None;
+        let (status, etag) = if num_headers == 0 && body_size == 0 {
+            (None, None)
+        } else {
+            callout_status_and_etag()
+        };
+        let body = abi::buffer_range(
+            abi::BUFFER_CALLOUT_RESPONSE_BODY,
+            0,
+            body_size.min(bundle::MAX_BUNDLE_BYTES + 1),
+        )
+        .unwrap_or_default();
+        let step = self.fetch.on_reply(
+            bundle_config,
+            FetchReply {
+                status,
+                etag: etag.as_deref(),
+                body: &body,
+            },
+        );
+        match step {
+            FetchStep::Send(request) => self.send_fetch(&config, &request),
+            FetchStep::Unchanged => {}
+            FetchStep::Candidate { body, etag } => {
+                let loaded = bundle::parse(&body).and_then(|candidate| {
+                    let revision = candidate.revision.clone();
+                    config
+                        .with_bundle(candidate)
+                        .map(|next| (next, revision))
+                        .map_err(|e| BundleError::Invalid(e.to_string()))
+                });
+                match loaded {
+                    Ok((next, revision)) => {
+                        let first = config.engine.is_none();
+                        abi::log(
+                            abi::LOG_INFO,
+                            &format!(
+                                "secretgate: bundle loaded (revision {}, {} policies)",
+                                revision.as_deref().unwrap_or("unnamed"),
+                                next.engine.as_ref().map_or(0, |e| e.policy_count()),
+                            ),
+                        );
+                        self.config = Some(Rc::new(next));
+                        self.fetch.accepted(etag);
+                        metrics::count("bundle.loads");
+                        if first {
+                            set_tick(bundle_config.refresh_s.saturating_mul(1000));
+                        }
+                    }
+                    Err(e) => bundle_failed(&config, &e),
+                }
+            }
+            FetchStep::Failed(e) => bundle_failed(&config, &e),
+        }
+    }
+}
+
+/// A bad or unreachable bundle changes nothing: the last good one keeps
+/// serving (or, before any, every request stays denied).
+fn bundle_failed(config: &Config, error: &BundleError) {
+    let keeping = if config.engine.is_some() {
+        "keeping the previous policy"
+    } else {
+        "no policy loaded yet: denying every request"
+    };
+    abi::log(
+        abi::LOG_WARN,
+        &format!("secretgate: bundle rejected: {error}; {keeping}"),
+    );
+    metrics::count("bundle.failures");
+}
+
+fn callout_status_and_etag() -> (Option<u32>, Option<String>) {
+    let Some(headers) = abi::header_pairs(abi::MAP_CALLOUT_RESPONSE_HEADERS).ok() else {
+        return (None, None);
+    };
+    let Some(headers) = pairs::decode(&headers) else {
+        return (None, None);
+    };
+    let value = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    let status = value(b":status").and_then(|s| s.parse().ok());
+    (status, value(b"etag"))
+}
+
+fn set_tick(period_ms: u32) {
+    if let Err(e) = abi::set_tick_period(period_ms) {
+        abi::log(abi::LOG_ERROR, &format!("secretgate: bundle refresh: {e}"));
+    }
+}
+
+impl SecretgateRoot {
+    fn send_fetch(&mut self, config: &Config, request: &FetchRequest) {
+        let Some(bundle_config) = config.bundle.as_ref() else {
+            return;
+        };
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", request.path.as_str()),
+            (":authority", bundle_config.authority.as_str()),
+        ];
+        if let Some(etag) = &request.if_none_match {
+            headers.push(("if-none-match", etag.as_str()));
+        }
+        match hostcalls::dispatch_http_call(
+            &bundle_config.cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(u64::from(bundle_config.timeout_ms)),
+        ) {
+            Ok(token) => self.fetch_token = Some(token),
+            Err(status) => {
+                self.fetch.abandon();
+                bundle_failed(
+                    config,
+                    &BundleError::Fetch(format!(
+                        "cluster {:?} refused the request ({status:?})",
+                        bundle_config.cluster
+                    )),
+                );
+            }
+        }
+    }
+}
 
 impl RootContext for SecretgateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -46,14 +205,24 @@ impl RootContext for SecretgateRoot {
             .and_then(|bytes| Config::from_json(&bytes).map_err(|e| e.to_string()));
         match loaded {
             Ok(config) => {
+                let loaded = match (&config.engine, &config.bundle) {
+                    (Some(engine), _) => format!("{} policies", engine.policy_count()),
+                    (None, Some(bundle)) => format!(
+                        "policies from the bundle at {}{}, denying every request until it loads",
+                        bundle.cluster, bundle.path
+                    ),
+                    (None, None) => "no policies".to_owned(),
+                };
                 abi::log(
                     abi::LOG_INFO,
-                    &format!(
-                        "secretgate: configuration loaded ({} policies)",
-                        config.engine.policy_count()
-                    ),
+                    &format!("secretgate: configuration loaded ({loaded})"),
                 );
+                if config.bundle.is_some() {
+                    set_tick(FIRST_BUNDLE_RETRY_MS);
+                }
                 self.config = Some(Rc::new(config));
+                self.fetch = FetchCycle::default();
+                self.fetch_token = None;
                 true
             }
             Err(e) => {
@@ -67,6 +236,20 @@ impl RootContext for SecretgateRoot {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(bundle_config) = config.bundle.as_ref() else {
+            return;
+        };
+        if self.fetch.busy() {
+            return;
+        }
+        let request = self.fetch.start(bundle_config);
+        self.send_fetch(&config, &request);
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -129,6 +312,9 @@ impl Context for SecretgateHttp {
         } else {
             read_callout_reply(body_size)
         };
+        if reply.is_err() {
+            metrics::count("approvals.callout_failures");
+        }
         let verdict = config.conclude_approval(awaiting.record, awaiting.edits, reply);
         let action = self.carry_out(&config, verdict);
         if action == Action::Continue {
@@ -244,6 +430,7 @@ impl SecretgateHttp {
                     Action::Pause
                 }
                 Err(reason) => {
+                    metrics::count("approvals.callout_failures");
                     let verdict = config.conclude_approval(record, edits, Err(reason));
                     self.carry_out(config, verdict)
                 }
@@ -351,6 +538,15 @@ fn write_audit(
     request_body: Option<&BodyCapture>,
     response_body: Option<&BodyCapture>,
 ) {
+    metrics::count(&format!("decisions.{}", record.outcome.as_str()));
+    if let Some(outcome) = record
+        .approval
+        .as_ref()
+        .and_then(|a| a.get("outcome"))
+        .and_then(|o| o.as_str())
+    {
+        metrics::count(&format!("approvals.{outcome}"));
+    }
     let rendered = audit::render(
         &config.audit,
         record,
