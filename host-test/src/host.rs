@@ -224,6 +224,9 @@ pub struct HostState {
     pub continued: bool,
     pub effective_context: i32,
     pub tick_period_ms: u32,
+    /// Counters the filter defined, by name (Envoy's stats would show them).
+    pub metrics: BTreeMap<String, i64>,
+    pub(crate) metric_names: Vec<String>,
     pub(crate) next_token: u32,
     pub(crate) random_state: u64,
 }
@@ -423,6 +426,52 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(OK)
         }
     );
+    host!(linker, ENV, "proxy_define_metric", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                               metric_type: i32,
+                                               name_ptr: i32,
+                                               name_len: i32,
+                                               ret_id: i32|
+     -> Result<i32> {
+        check_enabled(&c, "proxy_define_metric")?;
+        // 0 counter, 1 gauge, 2 histogram (the ABI's MetricType).
+        if !(0..=2).contains(&metric_type) {
+            return Ok(BAD_ARGUMENT);
+        }
+        let name = text(&read(&mut c, name_ptr, name_len)?);
+        let state = c.data_mut();
+        state.metrics.entry(name.clone()).or_insert(0);
+        let id = match state.metric_names.iter().position(|n| *n == name) {
+            Some(index) => index,
+            None => {
+                state.metric_names.push(name);
+                state.metric_names.len() - 1
+            }
+        };
+        write(&mut c, ret_id, &(id as u32).to_le_bytes())?;
+        Ok(OK)
+    });
+    host!(linker, ENV, "proxy_increment_metric", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                  id: i32,
+                                                  offset: i64|
+     -> Result<i32> {
+        check_enabled(&c, "proxy_increment_metric")?;
+        let state = c.data_mut();
+        let Some(name) = usize::try_from(id)
+            .ok()
+            .and_then(|id| state.metric_names.get(id))
+            .cloned()
+        else {
+            return Ok(NOT_FOUND);
+        };
+        *state.metrics.entry(name).or_insert(0) += offset;
+        Ok(OK)
+    });
     host!(
         linker,
         ENV,

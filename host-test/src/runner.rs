@@ -32,6 +32,7 @@ pub struct Outcome {
     pub filter_state: std::collections::BTreeMap<String, Vec<u8>>,
     pub events: Vec<String>,
     pub http_calls: Vec<crate::host::HttpCall>,
+    pub metrics: std::collections::BTreeMap<String, i64>,
 }
 
 impl Outcome {
@@ -223,6 +224,7 @@ pub fn run(filter: &Filter, scenario: &Scenario, options: &HostOptions) -> Resul
     outcome.logs = state.logs;
     outcome.stdio = String::from_utf8_lossy(&state.stdio).into_owned();
     outcome.filter_state = state.filter_state;
+    outcome.metrics = state.metrics;
     outcome.events = state.events;
     outcome.http_calls = state.http_calls;
     result.map(|()| outcome)
@@ -534,6 +536,12 @@ pub fn check(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
             fail(format!(
                 "no callout to {cluster} with body fields {wanted:?} (made: {made:?})"
             ));
+        }
+    }
+    for (name, wanted) in &expect.metrics {
+        let got = outcome.metrics.get(name);
+        if got != Some(wanted) {
+            fail(format!("metric {name}: expected {wanted}, got {got:?}"));
         }
     }
     for (key, wanted) in &expect.filter_state {

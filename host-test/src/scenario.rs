@@ -214,6 +214,9 @@ pub struct Expect {
     /// Callouts the filter must have made: cluster name → JSON body fields.
     #[serde(default)]
     pub callouts_made: BTreeMap<String, Map<String, Value>>,
+    /// Counters the filter must have reached (`secretgate.decisions.allow`, ...).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, i64>,
 }
 
 /// A scenario ready to run.
