@@ -68,7 +68,12 @@ say "Starting OpenBao (dev) and Envoy + secretgate on 127.0.0.1"
 trap stop_stack EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-"${STACK[@]}" up --run-dir "$RUN_DIR"
+# The policies reach the filter as a live bundle, served by envoy/bundle_server.py
+# from a copy the demo edits in step 6; the repository's own files stay as they are.
+mkdir -p "$RUN_DIR"
+rm -rf "$RUN_DIR/policies"
+cp -r "$REPO_ROOT/policies" "$RUN_DIR/policies"
+"${STACK[@]}" up --run-dir "$RUN_DIR" --bundle --policies "$RUN_DIR/policies"
 # BAO_ADDR points at Envoy; BAO_TOKEN is the dev root token (not printed).
 eval "$("${STACK[@]}" env --run-dir "$RUN_DIR")"
 JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR")"
@@ -95,6 +100,25 @@ if [[ "$code" == 200 ]]; then
     note "keys: $("$PY" -c 'import json,sys; print(", ".join(json.load(sys.stdin)["data"]["keys"]))' <"$RUN_DIR/last-response.json")"
 fi
 note "(the bao CLI itself lists with GET ...?list=true, not with the LIST method)"
+
+say "6. A contractor leaves: acme/vendor-sync loses its groups in the served entities.json"
+VENDOR_JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --claim repository=acme/vendor-sync)"
+show_result "$(http_status GET /v1/secret/data/ci/acme/vendor-sync/key -H "x-secretgate-jwt: $VENDOR_JWT")" 200
+"$PY" - "$RUN_DIR/policies/entities.json" <<'PYEOF'
+import json, sys
+entities = json.load(open(sys.argv[1]))
+for entity in entities:
+    if entity["uid"]["id"] == "repo:acme/vendor-sync:ref:refs/heads/main":
+        entity["parents"] = []
+json.dump(entities, open(sys.argv[1], "w"), indent=1)
+PYEOF
+note "entities.json edited; the filter fetches the bundle every 5 s, Envoy keeps running"
+for _ in $(seq 1 12); do
+    code="$(http_status GET /v1/secret/data/ci/acme/vendor-sync/key -H "x-secretgate-jwt: $VENDOR_JWT")"
+    [[ "$code" == 403 ]] && break
+    sleep 1
+done
+show_result "$code" 403
 
 say "What Envoy logged (method, path, status, details) — the decision records are in $RUN_DIR/access.log"
 sleep 0.3  # Envoy flushes the access log every 100ms

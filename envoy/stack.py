@@ -159,6 +159,20 @@ def plugin_config(policies_dir: str | os.PathLike = POLICIES_DIR, identity: dict
     }
 
 
+def bundle_plugin_config(identity: dict | None = None, refresh_s: int = 5, digest: bool = True) -> dict:
+    """The plugin configuration that takes schema, policies and entities from a bundle server."""
+    config = {key: value for key, value in default_plugin_config(identity).items() if key not in ("schema", "policies", "entities")}
+    config["bundle"] = {
+        "cluster": "bundles",
+        "authority": "bundles.local",
+        "path": "/bundle.json",
+        "refresh_s": refresh_s,
+    }
+    if digest:
+        config["bundle"]["digest_path"] = "/bundle.json.sha256"
+    return config
+
+
 def default_plugin_config(identity: dict | None = None) -> dict:
     """The plugin configuration for the repository's own policies/ directory."""
     return plugin_config(POLICIES_DIR, identity)
@@ -682,6 +696,7 @@ class Stack:
         wasm: str | os.PathLike | None = None,
         seed_file: str | os.PathLike = SEED_FILE,
         mtls: bool = False,
+        bundle_dir: str | os.PathLike | None = None,
     ):
         self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -694,6 +709,9 @@ class Stack:
         # Upstream clusters besides OpenBao, by name -> loopback port (e.g. "approver").
         self.extra_clusters: dict[str, int] = {}
         self.bao_port, self.listen_port, self.admin_port = free_ports(3)
+        # A policies directory served as a live bundle by envoy/bundle_server.py (cluster "bundles").
+        self.bundle_dir = Path(bundle_dir).resolve() if bundle_dir else None
+        self._bundle_server: subprocess.Popen | None = None
         self.root_token = "dev-root-" + secrets.token_hex(16)
         self._bao: subprocess.Popen | None = None
         self._envoy: subprocess.Popen | None = None
@@ -752,12 +770,46 @@ class Stack:
 
     def start(self) -> "Stack":
         self.start_bao()
+        if self.bundle_dir:
+            self.start_bundle_server()
         self.start_envoy()
+        if self.bundle_dir:
+            self.wait_bundle_loaded()
         return self
 
     def stop(self) -> None:
         self.stop_envoy()
+        self.stop_bundle_server()
         self.stop_bao()
+
+    # -- bundle server
+    def start_bundle_server(self) -> None:
+        """Serve ``bundle_dir`` as a live policy bundle on a free loopback port (cluster "bundles")."""
+        (port,) = free_ports(1)
+        argv = [sys.executable, str(ENVOY_DIR / "bundle_server.py"), "--dir", str(self.bundle_dir), "--port", str(port)]
+        log = self.path("bundle-server.log")
+        offset = _file_size(log)
+        self._bundle_server = _spawn(argv, log, dict(os.environ))
+        self.extra_clusters["bundles"] = port
+        self._write_state()
+        self._wait_ready("bundle server", self._bundle_server, [log], [offset], lambda: port_accepts(port))
+
+    def wait_bundle_loaded(self, timeout: float = 15.0) -> None:
+        """Until the filter reports a loaded bundle (it denies every request before)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                _, body = _http("GET", f"{self.admin_url}/stats?filter=secretgate.bundle.loads", timeout=1.0)
+                if any(line.split(": ")[-1].strip() not in ("", "0") for line in body.splitlines()):
+                    return
+            time.sleep(0.1)
+        raise StackError(f"the filter loaded no bundle within {timeout}s; see {self.path('envoy.log')}")
+
+    def stop_bundle_server(self) -> None:
+        if self._bundle_server is not None:
+            stop_process(self._bundle_server.pid, sys.executable, self._bundle_server)
+            self._bundle_server = None
+        self._write_state()
 
     # -- OpenBao
     def start_bao(self) -> None:
@@ -984,6 +1036,11 @@ class Stack:
                 "mtls_ca": str(self.pki.ca_cert) if self.pki else None,
             },
             "keeper": {"pid": self.keeper_pid, "exe": sys.executable},
+            "bundle": {
+                "pid": self._bundle_server.pid if self._bundle_server and self._bundle_server.poll() is None else None,
+                "exe": sys.executable,
+                "dir": str(self.bundle_dir) if self.bundle_dir else None,
+            },
             "jwt": {
                 "issuer": JWT_ISSUER,
                 "audience": JWT_AUDIENCE,
@@ -996,7 +1053,7 @@ class Stack:
         _write_private(self.state_file, json.dumps(self.state(), indent=2) + "\n")
 
 
-STACK_PROCESSES = ("envoy", "bao", "keeper")  # stop order
+STACK_PROCESSES = ("envoy", "bundle", "bao", "keeper")  # stop order
 
 
 def read_state(run_dir: str | os.PathLike) -> dict | None:
@@ -1053,6 +1110,8 @@ def _parse_claims(pairs: list[str]) -> dict:
 
 def _stack_from_args(args) -> Stack:
     identity = HEADER_IDENTITY if args.identity == "header" else JWT_IDENTITY
+    if args.bundle:
+        return Stack(args.run_dir, plugin_config=bundle_plugin_config(identity=identity), wasm=args.wasm, bundle_dir=args.policies)
     return Stack(args.run_dir, plugin_config=plugin_config(args.policies, identity), wasm=args.wasm)
 
 
@@ -1104,6 +1163,8 @@ def _cmd_up(args) -> int:
             "--policies", args.policies, "--identity", args.identity]  # fmt: skip
     if args.wasm:
         argv += ["--wasm", args.wasm]
+    if args.bundle:
+        argv.append("--bundle")
     keeper_log = run_dir / "keeper.log"
     offset = _file_size(keeper_log)
     keeper = _spawn(argv, keeper_log, dict(os.environ))
@@ -1181,6 +1242,9 @@ def main(argv: list[str] | None = None) -> int:
         starter.add_argument("--policies", default=str(POLICIES_DIR), help="Cedar schema/policies/entities directory")
         starter.add_argument("--identity", choices=["jwt", "header"], default="jwt")
         starter.add_argument("--wasm", default=None, help=f"filter .wasm (default: ${WASM_ENV_VAR} or cargo's output)")
+        starter.add_argument(
+            "--bundle", action="store_true", help="serve --policies as a live bundle (edits apply within 5 s)"
+        )
 
     stop = commands.add_parser("down", help="stop everything recorded in state.json")
     stop.set_defaults(handler=_cmd_down)

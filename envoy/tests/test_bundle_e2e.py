@@ -21,20 +21,6 @@ CONTRACTOR = {"repository": "acme/vendor-sync"}
 CONTRACTOR_SECRET = "/v1/secret/data/ci/acme/vendor-sync/key"
 
 
-def bundle_plugin_config(digest: bool) -> dict:
-    config = stack_module.default_plugin_config()
-    for key in ("schema", "policies", "entities"):
-        del config[key]
-    config["bundle"] = {
-        "cluster": "bundles",
-        "authority": "bundles.local",
-        "path": "/bundle.json",
-        "refresh_s": REFRESH_S,
-        **({"digest_path": "/bundle.json.sha256"} if digest else {}),
-    }
-    return config
-
-
 @pytest.fixture
 def policies(tmp_path):
     """A copy of policies/ the test may edit while the stack runs."""
@@ -45,7 +31,8 @@ def policies(tmp_path):
 
 def bundle_stack(tmp_path, policies, digest: bool):
     server = BundleServer(policies)
-    running = stack_module.Stack(tmp_path / "stack", plugin_config=bundle_plugin_config(digest))
+    config = stack_module.bundle_plugin_config(refresh_s=REFRESH_S, digest=digest)
+    running = stack_module.Stack(tmp_path / "stack", plugin_config=config)
     running.extra_clusters["bundles"] = server.port
     return server, running
 
