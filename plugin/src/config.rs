@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,7 +35,18 @@ struct RawConfig {
     approval: Option<ApprovalConfig>,
     #[serde(default)]
     bundle: Option<BundleConfig>,
+    #[serde(default)]
+    recent_reads: Option<RecentReadsConfig>,
 }
+
+/// `recent_reads`: the window of `context.recent_reads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecentReadsConfig {
+    window_s: u64,
+}
+
+const DEFAULT_RECENT_READS_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
@@ -111,6 +123,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub approval: Option<ApprovalConfig>,
     pub bundle: Option<BundleConfig>,
+    /// The sliding window `context.recent_reads` counts over.
+    pub recent_reads_window: Duration,
     /// The inline schema, policies and entities: what a bundle leaves out.
     inline: PolicySources,
 }
@@ -177,6 +191,17 @@ impl Config {
         if let Some(bundle) = &raw.bundle {
             bundle.validate().map_err(ConfigError::Bundle)?;
         }
+        let recent_reads_window = match raw.recent_reads {
+            None => DEFAULT_RECENT_READS_WINDOW,
+            Some(RecentReadsConfig { window_s }) if (10..=86_400).contains(&window_s) => {
+                Duration::from_secs(window_s)
+            }
+            Some(_) => {
+                return Err(ConfigError::Json(
+                    "recent_reads.window_s must be between 10 and 86400".into(),
+                ))
+            }
+        };
         let mut config = Config {
             engine: None,
             mounts,
@@ -187,6 +212,7 @@ impl Config {
             audit,
             approval: raw.approval,
             bundle: raw.bundle,
+            recent_reads_window,
             inline: PolicySources {
                 schema: raw.schema,
                 policies: raw.policies,
@@ -236,6 +262,7 @@ impl Config {
             audit: self.audit.clone(),
             approval: self.approval.clone(),
             bundle: self.bundle.clone(),
+            recent_reads_window: self.recent_reads_window,
             inline: self.inline.clone(),
         })
     }

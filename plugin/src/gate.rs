@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -11,6 +12,7 @@ use crate::classify::{Action, ClassifyError, HttpRequest, MountType, ResourceRef
 use crate::config::Config;
 use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
 use crate::policy::AccessRequest;
+use crate::usage::{NoReadCounter, ReadCounter};
 
 /// Headers that would let a client make OpenBao run a different operation
 /// than the method the filter classified.
@@ -278,7 +280,13 @@ fn deny(
 }
 
 impl Config {
+    /// [`Config::decide_with`] for hosts with no read counter.
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Verdict {
+        self.decide_with(facts, &mut NoReadCounter)
+    }
+
+    /// The decision on one request; `reads` keeps `context.recent_reads`.
+    pub fn decide_with(&self, facts: &RequestFacts<'_>, reads: &mut dyn ReadCounter) -> Verdict {
         let request_id = header_values(facts.headers, REQUEST_ID_HEADER)
             .first()
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -366,6 +374,20 @@ impl Config {
             );
         };
         let ip_text = ip.to_string();
+        let recent_reads = if engine.uses_recent_reads() {
+            let who = format!("{}::{}", principal.entity_type, principal.id);
+            let now = Duration::from_nanos(facts.now_nanos);
+            let is_read = classification.action == Action::Read;
+            match reads.recent_reads(&who, now, self.recent_reads_window, is_read) {
+                Ok(count) => Some(i64::try_from(count).unwrap_or(i64::MAX)),
+                Err(e) => {
+                    let reason = format!("read counts unavailable: {e}");
+                    return deny(record, Outcome::HostError, 500, "internal error", reason);
+                }
+            }
+        } else {
+            None
+        };
         let evaluation = engine.evaluate(&AccessRequest {
             principal: &principal,
             action: classification.action,
@@ -374,6 +396,7 @@ impl Config {
             source_ip: &ip_text,
             now_secs: i64::try_from(facts.now_nanos / 1_000_000_000).unwrap_or(i64::MAX),
             namespace: &classification.namespace,
+            recent_reads,
         });
         record.policies = evaluation.policies;
         record.errors = evaluation.errors;

@@ -17,6 +17,7 @@ pub mod pairs;
 pub mod path;
 pub mod policy;
 pub mod policy_text;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

@@ -64,6 +64,8 @@ pub struct AccessRequest<'a> {
     pub source_ip: &'a str,
     pub now_secs: i64,
     pub namespace: &'a str,
+    /// `context.recent_reads`, supplied only when the schema declares it.
+    pub recent_reads: Option<i64>,
 }
 
 /// The outcome of one evaluation. `allowed` is true only for an explicit
@@ -98,6 +100,8 @@ pub struct PolicyEngine {
     resource_types: HashMap<ResourceKind, EntityTypeName>,
     authorizer: Authorizer,
     approvals: ApprovalRules,
+    /// The schema declares `context.recent_reads`: the filter counts reads.
+    recent_reads: bool,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -177,7 +181,7 @@ impl PolicyEngine {
         validate_policies(&schema, &policies, policies_src)?;
         let entities = load_entities(entities, &schema, &resource_types)?;
 
-        let engine = PolicyEngine {
+        let mut engine = PolicyEngine {
             schema,
             policies,
             entities,
@@ -187,7 +191,9 @@ impl PolicyEngine {
             resource_types,
             authorizer: Authorizer::new(),
             approvals,
+            recent_reads: false,
         };
+        engine.recent_reads = engine.declares_recent_reads();
         engine.check_request_shape()?;
         Ok(engine)
     }
@@ -199,6 +205,36 @@ impl PolicyEngine {
     /// Which permits require a human's approval.
     pub fn approvals(&self) -> &ApprovalRules {
         &self.approvals
+    }
+
+    /// Whether requests carry `context.recent_reads` (the schema declares it).
+    pub fn uses_recent_reads(&self) -> bool {
+        self.recent_reads
+    }
+
+    /// A schema either declares `recent_reads` in every action's context or
+    /// in none; `check_request_shape` then holds it to that.
+    fn declares_recent_reads(&self) -> bool {
+        let principal = Principal {
+            entity_type: self.principal_type.to_string(),
+            id: "schema-check".into(),
+            claims: Map::new(),
+        };
+        let resource = ResourceRef {
+            kind: ResourceKind::Secret,
+            id: "schema-check".into(),
+        };
+        self.cedar_request(&AccessRequest {
+            principal: &principal,
+            action: Action::Read,
+            resource: &resource,
+            method: "GET",
+            source_ip: "127.0.0.1",
+            now_secs: 0,
+            namespace: "",
+            recent_reads: Some(0),
+        })
+        .is_ok()
     }
 
     pub fn policy_count(&self) -> usize {
@@ -231,6 +267,7 @@ impl PolicyEngine {
                     source_ip: "127.0.0.1",
                     now_secs: 0,
                     namespace: "",
+                    recent_reads: self.recent_reads.then_some(0),
                 };
                 self.cedar_request(&request).map_err(|e| {
                     PolicyError::general(format!(
@@ -256,13 +293,16 @@ impl PolicyEngine {
             .get(&request.resource.kind)
             .ok_or("resource type missing from schema")?;
         let resource = uid(resource_type, &request.resource.id);
-        let context_json = json!({
+        let mut context_json = json!({
             "method": request.method,
             "claims": Value::Object(request.principal.claims.clone()),
             "source_ip": {"__extn": {"fn": "ip", "arg": request.source_ip}},
             "now": request.now_secs,
             "namespace": request.namespace,
         });
+        if let (Some(reads), Some(fields)) = (request.recent_reads, context_json.as_object_mut()) {
+            fields.insert("recent_reads".into(), json!(reads));
+        }
         let context = Context::from_json_value(context_json, Some((&self.schema, &action)))
             .map_err(|e| format!("context: {e}"))?;
         Request::new(principal, action, resource, context, Some(&self.schema))

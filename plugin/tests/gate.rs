@@ -725,3 +725,104 @@ fn a_bad_bundle_is_refused_whole() {
         ConfigError::Approval(_)
     ));
 }
+
+/// The demo policies plus a burst limit on `context.recent_reads`.
+fn burst_config() -> Config {
+    let schema = policies_dir("schema.cedarschema").replace(
+        "  namespace: String,\n};",
+        "  namespace: String,\n  recent_reads: Long,\n};",
+    );
+    assert!(
+        schema.contains("recent_reads"),
+        "the schema's RequestContext changed shape"
+    );
+    let policies = format!(
+        "{}\n@id(\"no-read-bursts\")\nforbid (principal, action == Action::\"read\", resource)\nwhen {{ context.recent_reads > 3 }};\n",
+        policies_dir("policies.cedar")
+    );
+    let mut config = demo_config(json!({"source": "jwt", "payload_in_metadata": "ci_claims"}));
+    config["schema"] = json!(schema);
+    config["policies"] = json!(policies);
+    config["recent_reads"] = json!({"window_s": 60});
+    Config::from_json(config.to_string().as_bytes()).expect("burst config loads")
+}
+
+/// The shared store, as a map of slots (what the filter keeps in shared data).
+#[derive(Default)]
+struct Slots(std::collections::HashMap<String, Vec<u8>>);
+
+impl secretgate::usage::ReadCounter for Slots {
+    fn recent_reads(
+        &mut self,
+        principal: &str,
+        now: std::time::Duration,
+        window: std::time::Duration,
+        is_read: bool,
+    ) -> Result<u64, String> {
+        let key = secretgate::usage::slot_key(principal);
+        let counted = secretgate::usage::count(
+            self.0.get(&key).map(Vec::as_slice),
+            principal,
+            now,
+            window,
+            is_read,
+        );
+        if let Some(value) = counted.store {
+            self.0.insert(key, value);
+        }
+        Ok(counted.recent_reads)
+    }
+}
+
+#[test]
+fn a_burst_of_reads_trips_a_recent_reads_policy() {
+    let config = burst_config();
+    let mut slots = Slots::default();
+    let read = |slots: &mut Slots, repository: &str, path: &str| {
+        let call = Call::get(path).jwt(github_claims(repository, "refs/heads/main", true));
+        config.decide_with(
+            &RequestFacts {
+                method: call.method,
+                target: call.target,
+                headers: &call.headers,
+                source_address: Some("127.0.0.1:40000"),
+                now_nanos: 1_700_000_100_000_000_000,
+                jwt_payload: call.jwt.as_deref(),
+                peer_uri_san: None,
+            },
+            slots,
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            status(&read(
+                &mut slots,
+                "acme/api",
+                "/v1/secret/data/ci/acme/api/db"
+            )),
+            200
+        );
+    }
+    let fourth = read(&mut slots, "acme/api", "/v1/secret/data/ci/acme/api/db");
+    assert_eq!(status(&fourth), 403);
+    assert_eq!(fourth.record.policies, ["no-read-bursts"]);
+    // Another workload has its own count.
+    assert_eq!(
+        status(&read(
+            &mut slots,
+            "acme/web",
+            "/v1/secret/data/ci/acme/web/token"
+        )),
+        200
+    );
+
+    // Without a counter, a schema that wants counts fails closed.
+    let unconfigured = Call::get("/v1/secret/data/ci/acme/api/db")
+        .jwt(github_claims("acme/api", "refs/heads/main", true))
+        .decide(&config);
+    assert_eq!(status(&unconfigured), 500);
+    assert!(unconfigured
+        .record
+        .reason
+        .contains("read counts unavailable"));
+}
