@@ -9,6 +9,7 @@ use std::ptr::null_mut;
 // Values from the proxy-wasm ABI 0.2.1 specification.
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
+pub const STATUS_CAS_MISMATCH: u32 = 8;
 
 pub const LOG_INFO: u32 = 2;
 pub const LOG_WARN: u32 = 3;
@@ -84,6 +85,20 @@ extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -284,5 +299,33 @@ pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check("proxy_increment_metric", unsafe {
         proxy_increment_metric(id, by)
+    })
+}
+
+/// A shared-data value (shared by every VM of the plugin) and its CAS
+/// token; `(None, 0)` when the key was never set.
+pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32), HostError> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    // SAFETY: the key is a live &str; out-pointers to locals, the value is
+    // taken over by `owned`.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        STATUS_OK => Ok((Some(owned(data, size)), cas)),
+        STATUS_NOT_FOUND => Ok((None, 0)),
+        status => Err(HostError {
+            call: "proxy_get_shared_data",
+            status,
+        }),
+    }
+}
+
+/// Sets a shared-data value if its CAS token is still `cas` (0: always).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check("proxy_set_shared_data", unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
     })
 }

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::gate::{error_body, DecisionRecord, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
+use crate::usage::{self, ReadCounter};
 use abi::HostError;
 
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
@@ -604,15 +605,49 @@ fn decide(config: &Config) -> Result<Verdict, HostError> {
         _ => None,
     };
     let now_nanos = abi::now_nanos()?;
-    Ok(config.decide(&RequestFacts {
-        method,
-        target,
-        headers: &headers,
-        source_address: source_address.as_deref(),
-        now_nanos,
-        jwt_payload: jwt_payload.as_deref(),
-        peer_uri_san: peer_uri_san.as_deref(),
-    }))
+    Ok(config.decide_with(
+        &RequestFacts {
+            method,
+            target,
+            headers: &headers,
+            source_address: source_address.as_deref(),
+            now_nanos,
+            jwt_payload: jwt_payload.as_deref(),
+            peer_uri_san: peer_uri_san.as_deref(),
+        },
+        &mut SharedReadCounter,
+    ))
+}
+
+/// Read counts in the host's shared data, shared by every worker's VM.
+struct SharedReadCounter;
+
+/// Concurrent updates from other workers are retried this many times.
+const SHARED_DATA_ATTEMPTS: usize = 4;
+
+impl ReadCounter for SharedReadCounter {
+    fn recent_reads(
+        &mut self,
+        principal: &str,
+        now: Duration,
+        window: Duration,
+        is_read: bool,
+    ) -> Result<u64, String> {
+        let key = usage::slot_key(principal);
+        for _ in 0..SHARED_DATA_ATTEMPTS {
+            let (stored, cas) = abi::shared_data(&key).map_err(|e| e.to_string())?;
+            let counted = usage::count(stored.as_deref(), principal, now, window, is_read);
+            let Some(value) = counted.store else {
+                return Ok(counted.recent_reads);
+            };
+            match abi::set_shared_data(&key, &value, cas) {
+                Ok(()) => return Ok(counted.recent_reads),
+                Err(e) if e.status == abi::STATUS_CAS_MISMATCH => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("shared read counts kept changing under concurrent updates".into())
+    }
 }
 
 fn apply_edits(edits: &ForwardEdits) -> Result<(), HostError> {
