@@ -24,6 +24,7 @@ pub const WASI: &str = "wasi_snapshot_preview1";
 const OK: i32 = 0;
 const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
+const CAS_MISMATCH: i32 = 8;
 
 const MAP_REQUEST_HEADERS: i32 = 0;
 const MAP_REQUEST_TRAILERS: i32 = 1;
@@ -227,6 +228,8 @@ pub struct HostState {
     /// Counters the filter defined, by name (Envoy's stats would show them).
     pub metrics: BTreeMap<String, i64>,
     pub(crate) metric_names: Vec<String>,
+    /// Shared data (Envoy shares it between the VMs of one plugin), with CAS tokens.
+    pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
     pub(crate) next_token: u32,
     pub(crate) random_state: u64,
 }
@@ -426,6 +429,50 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(OK)
         }
     );
+    host!(linker, ENV, "proxy_get_shared_data", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                 key_ptr: i32,
+                                                 key_len: i32,
+                                                 ret_ptr: i32,
+                                                 ret_size: i32,
+                                                 ret_cas: i32|
+     -> Result<i32> {
+        check_enabled(&c, "proxy_get_shared_data")?;
+        let key = text(&read(&mut c, key_ptr, key_len)?);
+        let Some((value, cas)) = c.data().shared_data.get(&key).cloned() else {
+            return Ok(NOT_FOUND);
+        };
+        give(&mut c, &value, ret_ptr, ret_size)?;
+        write_u32(&mut c, ret_cas, cas)?;
+        Ok(OK)
+    });
+    host!(linker, ENV, "proxy_set_shared_data", |mut c: Caller<
+        '_,
+        HostState,
+    >,
+                                                 key_ptr: i32,
+                                                 key_len: i32,
+                                                 value_ptr: i32,
+                                                 value_len: i32,
+                                                 cas: i32|
+     -> Result<i32> {
+        check_enabled(&c, "proxy_set_shared_data")?;
+        let key = text(&read(&mut c, key_ptr, key_len)?);
+        let value = read(&mut c, value_ptr, value_len)?;
+        let entry = c
+            .data_mut()
+            .shared_data
+            .entry(key)
+            .or_insert((Vec::new(), 0));
+        // Envoy: a non-zero CAS must match the current token.
+        if cas != 0 && cas as u32 != entry.1 {
+            return Ok(CAS_MISMATCH);
+        }
+        *entry = (value, entry.1.wrapping_add(1).max(1));
+        Ok(OK)
+    });
     host!(linker, ENV, "proxy_define_metric", |mut c: Caller<
         '_,
         HostState,

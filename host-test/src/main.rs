@@ -196,6 +196,7 @@ fn check(wasm: &Path, path: &Path) -> Result<bool, String> {
             upstream: Default::default(),
             callouts: Default::default(),
             request: Default::default(),
+            repeat: 1,
             expect: Default::default(),
         };
         let outcome = host_test::runner::run(&filter, &probe, &HostOptions::default())

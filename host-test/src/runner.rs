@@ -235,7 +235,25 @@ fn drive(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> 
     if outcome.config_rejected.is_some() {
         return Ok(());
     }
+    let request_headers = vm.state().request_headers.clone();
+    let request_body = vm.state().request_body.clone();
+    for _ in 1..scenario.repeat {
+        exchange(vm, scenario, &mut Outcome::default())?;
+        next_request(vm, &request_headers, &request_body);
+    }
     exchange(vm, scenario, outcome)
+}
+
+/// Puts the request back and clears what the last one left, keeping what
+/// lives longer than a request (shared data, counters).
+fn next_request(vm: &mut Vm, request_headers: &[(Vec<u8>, Vec<u8>)], request_body: &[u8]) {
+    let state = vm.state_mut();
+    state.request_headers = request_headers.to_vec();
+    state.request_body = request_body.to_vec();
+    state.logs.clear();
+    state.events.clear();
+    state.filter_state.clear();
+    state.http_calls.clear();
 }
 
 /// A configured filter instance serving many requests, as one Envoy worker
@@ -267,13 +285,7 @@ impl Session {
     /// Runs the scenario's request once more, from headers to audit record;
     /// returns the status the client got.
     pub fn request(&mut self, scenario: &Scenario) -> Result<Option<u32>> {
-        let state = self.vm.state_mut();
-        state.request_headers.clone_from(&self.request_headers);
-        state.request_body.clone_from(&self.request_body);
-        state.logs.clear();
-        state.events.clear();
-        state.filter_state.clear();
-        state.http_calls.clear();
+        next_request(&mut self.vm, &self.request_headers, &self.request_body);
         let mut outcome = Outcome::default();
         exchange(&mut self.vm, scenario, &mut outcome)?;
         Ok(outcome.status)

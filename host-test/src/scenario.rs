@@ -40,8 +40,16 @@ pub struct ScenarioSpec {
     pub callouts: BTreeMap<String, Option<UpstreamSpec>>,
     #[serde(default)]
     pub request: RequestSpec,
+    /// Send the request this many times to one filter instance (as one Envoy
+    /// worker would see them); the expectations apply to the last.
+    #[serde(default = "one")]
+    pub repeat: u32,
     #[serde(default)]
     pub expect: Expect,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -233,6 +241,7 @@ pub struct Scenario {
     pub upstream: UpstreamSpec,
     pub callouts: BTreeMap<String, Option<UpstreamSpec>>,
     pub request: RequestSpec,
+    pub repeat: u32,
     pub expect: Expect,
 }
 
@@ -351,6 +360,7 @@ pub fn load_file(path: &Path) -> Result<Vec<Scenario>, String> {
                     .or_else(|| file.upstream.clone())
                     .unwrap_or_default(),
                 callouts: spec.callouts.clone(),
+                repeat: spec.repeat.max(1),
                 request: spec.request.clone(),
                 expect: spec.expect.clone(),
             })

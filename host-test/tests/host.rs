@@ -205,3 +205,52 @@ scenarios:
         assert!(report.passed(), "{}: {:?}", report.name, report.failures);
     }
 }
+
+/// `repeat` sends one request many times to one filter instance; shared data
+/// outlives each request, so `context.recent_reads` counts across them.
+#[test]
+fn repeated_requests_share_data_and_trip_a_recent_reads_limit() {
+    let schema =
+        std::fs::read_to_string(host_test::repo_root().join("policies/schema.cedarschema"))
+            .unwrap()
+            .replace(
+                "  namespace: String,\n};",
+                "  namespace: String,\n  recent_reads: Long,\n};",
+            );
+    assert!(schema.contains("recent_reads"));
+    let schema_file = std::env::temp_dir().join(format!(
+        "host-test-recent-reads-{}.cedarschema",
+        std::process::id()
+    ));
+    std::fs::write(&schema_file, schema).unwrap();
+    let config = format!(
+        r#"
+config:
+  schema: {}
+  policies: POLICIES/policies.cedar
+  entities: POLICIES/entities.json
+  policies_append: |
+    @id("dev-bot-reads-prod")
+    permit(principal == Workload::"dev-bot", action == Action::"read", resource in Path::"secret/prod");
+    @id("no-read-bursts")
+    forbid(principal, action == Action::"read", resource) when {{ context.recent_reads > 3 }};
+  mounts: {{secret: kv-v2}}
+  identity: {{source: header}}
+"#,
+        schema_file.display()
+    );
+    let request =
+        "request: {path: /v1/secret/data/prod/a, headers: {x-secretgate-principal: dev-bot}}";
+    let yaml = format!(
+        "{config}\nscenarios:\n  - name: third read\n    repeat: 3\n    {request}\n    expect: {{status: 200, forwarded: true}}\n  - name: fourth read\n    repeat: 4\n    {request}\n    expect: {{status: 403, forwarded: false, audit: {{policies: [no-read-bursts]}}}}\n"
+    );
+    for scenario in scenarios(&yaml) {
+        let report = run_and_check(common::filter(), &scenario, &HostOptions::default());
+        assert!(
+            report.passed(),
+            "{}: {}",
+            scenario.name,
+            report.failures.join("\n")
+        );
+    }
+}
