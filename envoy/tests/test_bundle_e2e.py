@@ -137,3 +137,17 @@ def test_a_filter_that_never_loaded_a_bundle_denies_everything(tmp_path, policie
         assert record["decision"] == "no_policy"
         assert "no valid policy bundle" in record["reason"]
         assert "no policy loaded yet: denying every request" in running.path("envoy.log").read_text()
+
+
+def test_an_unreachable_bundle_server_keeps_the_last_good_bundle(tmp_path, policies):
+    server, running = bundle_stack(tmp_path, policies, digest=False)
+    with running:
+        with server:
+            eventually(lambda: contractor_read(running).status == 200, 10, "the first bundle load")
+        # The server is gone: fetches fail, the policy in use stays.
+        failures = eventually(
+            lambda: sum(stats(running, "secretgate.bundle.failures").values()), REFRESH_S * 2 + 5, "a failed fetch"
+        )
+        assert failures >= 1
+        assert contractor_read(running).status == 200
+        assert "bundle rejected: fetch failed" in running.path("envoy.log").read_text()
