@@ -301,7 +301,7 @@ def generate(tools: Path, run_dir: Path, size: int) -> tuple[Path, dict]:
 
 
 def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_port: int, mode: str,
-                 size: int | None, policies: dict | None, authz: Proc | None, wasm: Path, token: str) -> dict:  # fmt: skip
+                 size: int | None, policies: dict, authz: Proc | None, wasm: Path, token: str) -> dict:  # fmt: skip
     name = f"{upstream_name}-{mode}-{size or 0}"
     listen, admin = free_ports(2)
     configuration = None
@@ -313,10 +313,9 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
     envoy, admin = start_envoy(run_dir, name, config)
     startup_s = time.monotonic() - started
     try:
-        request = policies["deny" if mode.endswith("deny") else "allow"] if policies else None
-        path = request["path"] if request else "/v1/secret/data/teams/team-00000/app-0/db"
-        principal = request["principal"] if request else "svc-00000-0-0"
-        headers = {PRINCIPAL_HEADER: principal, "X-Vault-Token": token}
+        request = policies["deny" if mode.endswith("deny") else "allow"]
+        path = request["path"]
+        headers = {PRINCIPAL_HEADER: request["principal"], "X-Vault-Token": token}
         url = f"http://{LOOPBACK}:{listen}{path}"
         status, body = _http("GET", url, headers=headers, timeout=10.0)
         want = EXPECTED_STATUS[mode]
@@ -494,9 +493,12 @@ def main(argv: list[str] | None = None) -> int:
             cells += [(m, s) for s in sizes for m in modes if m != "none"]
             for mode, size in cells:
                 print(f"[load] {upstream} {mode} {size or ''}", file=sys.stderr, flush=True)
+                # (1) has no policies; it sends the first set's allow request.
+                policies = sets[size] if size else sets[sizes[0]]
                 result = measure_cell(args, wrk, run_dir, upstream, upstream_ports[upstream], mode, size,
-                                      sets.get(size), authz.get(size), wasm, token)  # fmt: skip
+                                      policies, authz.get(size), wasm, token)  # fmt: skip
                 results.append(result)
+                (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     finally:
         for proc in started:
             proc.stop()
