@@ -307,6 +307,8 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
     configuration = None
     if mode.startswith("sg-"):
         configuration = plugin_config(policies["dir"], HEADER_IDENTITY)
+        if args.audit_max_body is not None:
+            configuration["audit"]["max_body_bytes"] = args.audit_max_body
     config = bench_envoy_config(mode, listen, admin, upstream_port, authz.port if authz else None, wasm,
                                 configuration, run_dir / f"access-{name}.log")  # fmt: skip
     started = time.monotonic()
@@ -425,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=["release", "debug"], default=None,
                         help="cargo profile of the benchmark tools (default release; debug with --smoke)")  # fmt: skip
     parser.add_argument("--run-dir", default=str(BENCHES_DIR / ".load-run"), help="logs, configs, results")
+    parser.add_argument("--audit-max-body", type=int, default=None, metavar="BYTES",
+                        help="the filter's audit max_body_bytes (0: bodies are never captured or masked)")  # fmt: skip
     parser.add_argument("--wasm", default=None, help="filter .wasm (default: $SECRETGATE_WASM or cargo's output)")
     args = parser.parse_args(argv)
     if args.quick:
