@@ -29,7 +29,7 @@ fn module() -> Filter {
   (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
-  (import "env" "proxy_get_shared_data" (func $shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 8192))
   (data (i32.const 1024) "{headers}")
@@ -66,7 +66,7 @@ fn module() -> Filter {
         (drop (call $set_property (i32.const 2100) (i32.const 7) (i32.const 2200) (i32.const 2)))
         (drop (call $continue (i32.const 0))))))
   (func (export "call_unimplemented") (result i32)
-    (call $shared (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (call $enqueue (i32.const 0) (i32.const 0) (i32.const 0)))
   (func (export "proxy_on_log") (param i32))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_delete") (param i32)))"#,
@@ -126,7 +126,7 @@ fn an_import_the_host_does_not_implement_links_and_fails_naming_itself() {
     let message = format!("{error:?}");
     assert!(
         message.contains(
-            "unimplemented host function env::proxy_get_shared_data called by the filter"
+            "unimplemented host function env::proxy_enqueue_shared_queue called by the filter"
         ),
         "{message}"
     );

@@ -1,0 +1,65 @@
+//! A fixed-count loop of the filter's native per-request decision, for
+//! instruction-level profiles (callgrind counts reproducibly):
+//!
+//!     profile-decide <policies> <allow|deny> <iterations>
+//!     valgrind --tool=callgrind target/profiling/profile-decide 1000 allow 2000
+//!
+//! Build with `cargo build --profile profiling -p secretgate-benches --bins`
+//! (release optimisations with symbols and line tables).
+
+use std::process::ExitCode;
+
+use secretgate::config::Config;
+use secretgate::gate::{RequestFacts, VerdictAction};
+use secretgate_benches::policyset::PolicySet;
+
+fn run(args: &[String]) -> Result<(), String> {
+    let [count, which, iterations] = args else {
+        return Err("usage: profile-decide <policies> <allow|deny> <iterations>".into());
+    };
+    let count: usize = count.parse().map_err(|e| format!("{count:?}: {e}"))?;
+    let iterations: usize = iterations
+        .parse()
+        .map_err(|e| format!("{iterations:?}: {e}"))?;
+    let set = PolicySet::generate(count);
+    let request = match which.as_str() {
+        "allow" => set.allow_request(),
+        "deny" => set.deny_request(),
+        other => return Err(format!("{other:?}: expected allow or deny")),
+    };
+    let config =
+        Config::from_json(set.filter_config().to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let headers: [(&[u8], &[u8]); 3] = [
+        (b"x-secretgate-principal", request.principal.as_bytes()),
+        (b"x-request-id", b"0f6f3c5e-2b1a-4c8e-9d7f-profile"),
+        (b"x-vault-token", b"s.profile-token"),
+    ];
+    let mut allowed = 0usize;
+    for _ in 0..iterations {
+        let verdict = config.decide(&RequestFacts {
+            method: request.method,
+            target: &request.path,
+            headers: &headers,
+            source_address: Some("127.0.0.1:53412"),
+            now_nanos: 1_800_000_000_000_000_000,
+            jwt_payload: None,
+            peer_uri_san: None,
+        });
+        if matches!(verdict.action, VerdictAction::Forward(_)) {
+            allowed += 1;
+        }
+    }
+    println!("{allowed} of {iterations} allowed");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("profile-decide: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
