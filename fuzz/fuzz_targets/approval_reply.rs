@@ -26,32 +26,30 @@ fuzz_target!(|data: &[u8]| {
         1 => Some(u32::from(selector)),
         _ => Some(200),
     };
-    match parse_reply(status, body) {
-        Ok(reply) => {
-            assert_eq!(status, Some(200), "a non-200 reply was accepted");
-            match &reply {
-                ApprovalReply::Approved {
-                    grant_id,
-                    approver,
-                    expires_at,
-                } => {
-                    bounded(grant_id);
-                    bounded(approver);
-                    bounded(expires_at);
-                }
-                ApprovalReply::Denied { approver, reason } => {
-                    bounded(approver);
-                    assert!(reason.chars().count() <= MAX_FIELD_LEN);
-                }
-                ApprovalReply::Pending {
-                    approval_id,
-                    approval_url,
-                } => {
-                    bounded(approval_id);
-                    bounded(approval_url);
-                }
-            }
+    let Ok(reply) = parse_reply(status, body) else {
+        return;
+    };
+    assert_eq!(status, Some(200), "a non-200 reply was accepted");
+    match &reply {
+        ApprovalReply::Approved {
+            grant_id,
+            approver,
+            expires_at,
+        } => {
+            bounded(grant_id);
+            bounded(approver);
+            bounded(expires_at);
         }
-        Err(_) => {}
+        ApprovalReply::Denied { approver, reason } => {
+            bounded(approver);
+            assert!(reason.chars().count() <= MAX_FIELD_LEN);
+        }
+        ApprovalReply::Pending {
+            approval_id,
+            approval_url,
+        } => {
+            bounded(approval_id);
+            bounded(approval_url);
+        }
     }
 });
