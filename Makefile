@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
 
-.PHONY: demo test setup lint unit e2e
+.PHONY: demo test setup lint unit e2e fuzz
 
 demo:
 	bash envoy/demo.sh
@@ -27,3 +27,9 @@ unit: setup
 e2e: setup
 	cargo test --workspace --no-run -q
 	$(PYTHON) -m pytest envoy/tests -v -p no:cacheprovider
+
+# Bounded fuzzing (nightly, cargo-fuzz), separate from `make test`:
+# `make fuzz FUZZ_SECONDS=600` for a longer run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
