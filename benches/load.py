@@ -102,7 +102,11 @@ def ensure_wrk() -> str:
     print("[load] wrk missing: installing Debian's package", file=sys.stderr)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+    install = sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"]
+    if subprocess.run(install, env=env).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(install, check=True, env=env)
     found = shutil.which("wrk")
     if not found:
         raise LoadError("wrk is still not on PATH after apt-get install")
