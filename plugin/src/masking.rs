@@ -152,7 +152,7 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
             }
             first = false;
             self.skip_whitespace();
-            self.expect(b':')?;
+            self.expect_byte(b':')?;
             self.skip_whitespace();
             let names = place == Place::TopData
                 && key == "keys"
@@ -397,7 +397,7 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
         Ok(byte)
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), NotJson> {
+    fn expect_byte(&mut self, byte: u8) -> Result<(), NotJson> {
         if self.next()? == byte {
             Ok(())
         } else {

@@ -112,7 +112,7 @@ impl Context for SecretgateRoot {
                         );
                         self.config = Some(Rc::new(next));
                         self.fetch.accepted(etag);
-                        metrics::count("bundle.loads");
+                        metrics::count("bundle", "loads");
                         if first {
                             set_tick(bundle_config.refresh_s.saturating_mul(1000));
                         }
@@ -137,7 +137,7 @@ fn bundle_failed(config: &Config, error: &BundleError) {
         abi::LOG_WARN,
         &format!("secretgate: bundle rejected: {error}; {keeping}"),
     );
-    metrics::count("bundle.failures");
+    metrics::count("bundle", "failures");
 }
 
 fn callout_status_and_etag() -> (Option<u32>, Option<String>) {
@@ -314,7 +314,7 @@ impl Context for SecretgateHttp {
             read_callout_reply(body_size)
         };
         if reply.is_err() {
-            metrics::count("approvals.callout_failures");
+            metrics::count("approvals", "callout_failures");
         }
         let verdict = config.conclude_approval(awaiting.record, awaiting.edits, reply);
         let action = self.carry_out(&config, verdict);
@@ -431,7 +431,7 @@ impl SecretgateHttp {
                     Action::Pause
                 }
                 Err(reason) => {
-                    metrics::count("approvals.callout_failures");
+                    metrics::count("approvals", "callout_failures");
                     let verdict = config.conclude_approval(record, edits, Err(reason));
                     self.carry_out(config, verdict)
                 }
@@ -539,14 +539,14 @@ fn write_audit(
     request_body: Option<&BodyCapture>,
     response_body: Option<&BodyCapture>,
 ) {
-    metrics::count(&format!("decisions.{}", record.outcome.as_str()));
+    metrics::count("decisions", record.outcome.as_str());
     if let Some(outcome) = record
         .approval
         .as_ref()
         .and_then(|a| a.get("outcome"))
         .and_then(|o| o.as_str())
     {
-        metrics::count(&format!("approvals.{outcome}"));
+        metrics::count("approvals", outcome);
     }
     let rendered = audit::render(
         &config.audit,
