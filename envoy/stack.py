@@ -794,13 +794,18 @@ class Stack:
         self._write_state()
         self._wait_ready("bundle server", self._bundle_server, [log], [offset], lambda: port_accepts(port))
 
+    def counters(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters whose name matches ``pattern`` (a regex, as /stats?filter= takes it)."""
+        _, body = _http("GET", f"{self.admin_url}/stats?filter={pattern}", timeout=2.0)
+        pairs = (line.rsplit(": ", 1) for line in body.splitlines() if ": " in line)
+        return {name: int(value) for name, value in pairs if value.strip().isdigit()}
+
     def wait_bundle_loaded(self, timeout: float = 15.0) -> None:
         """Until the filter reports a loaded bundle (it denies every request before)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                _, body = _http("GET", f"{self.admin_url}/stats?filter=secretgate.bundle.loads", timeout=1.0)
-                if any(line.split(": ")[-1].strip() not in ("", "0") for line in body.splitlines()):
+                if sum(self.counters("secretgate.bundle.loads").values()) > 0:
                     return
             time.sleep(0.1)
         raise StackError(f"the filter loaded no bundle within {timeout}s; see {self.path('envoy.log')}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import time
-import urllib.request
 
 import stack as stack_module
 from approval_support import (  # noqa: F401 (approver and gated are pytest fixtures)
@@ -53,9 +52,8 @@ def test_a_held_request_is_released_when_an_approver_approves(gated, approver):
     assert record["approval"]["approver"] == ALICE[0]
     assert record["approval"]["grant_id"]
     # Envoy's /stats counts the approval outcome.
-    with urllib.request.urlopen(f"{gated.admin_url}/stats?filter=secretgate.approvals.approved") as reply:
-        counters = [line for line in reply.read().decode().splitlines() if line.strip()]
-    assert counters and all(int(line.rsplit(": ", 1)[1]) >= 1 for line in counters), counters
+    counters = gated.counters("secretgate.approvals.approved")
+    assert counters and all(value >= 1 for value in counters.values()), counters
 
 
 def test_deny_returns_403_and_the_requester_cannot_approve_themselves(gated, approver):
@@ -161,8 +159,7 @@ def test_a_broken_slow_or_absent_approval_service_is_a_deny(tmp_path_factory):
             # The filter still serves the next request.
             assert envoy.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt({})).status == 200
             # Envoy's /stats counts each failed callout.
-            with urllib.request.urlopen(f"{running.admin_url}/stats?filter=secretgate.approvals.callout_failures") as reply:
-                failures = sum(int(line.rsplit(": ", 1)[1]) for line in reply.read().decode().splitlines() if ": " in line)
+            failures = sum(running.counters("secretgate.approvals.callout_failures").values())
             assert failures == 5, failures
     finally:
         broken.server_close()

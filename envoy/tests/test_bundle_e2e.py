@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.request
 
 import pytest
 
@@ -35,12 +34,6 @@ def bundle_stack(tmp_path, policies, digest: bool):
     running = stack_module.Stack(tmp_path / "stack", plugin_config=config)
     running.extra_clusters["bundles"] = server.port
     return server, running
-
-
-def stats(running, prefix: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{running.admin_url}/stats?filter={prefix}") as reply:
-        lines = reply.read().decode().splitlines()
-    return {name: int(value) for name, value in (line.split(": ", 1) for line in lines if ": " in line)}
 
 
 def eventually(check, timeout: float, what: str):
@@ -71,7 +64,7 @@ def test_offboarding_takes_effect_within_the_refresh_interval(tmp_path, policies
     server, running = bundle_stack(tmp_path, policies, digest=False)
     with server, running:
         eventually(lambda: contractor_read(running).status == 200, 10, "the first bundle load")
-        loads_before = stats(running, "secretgate.bundle.loads")
+        loads_before = running.counters("secretgate.bundle.loads")
         envoy_pid = running.state()["envoy"]["pid"]
 
         offboard(policies, "repo:acme/vendor-sync:ref:refs/heads/main")
@@ -80,11 +73,11 @@ def test_offboarding_takes_effect_within_the_refresh_interval(tmp_path, policies
         assert time.monotonic() - changed <= REFRESH_S + 2
         assert "permission denied" in denied.json()["errors"][0]
         assert running.state()["envoy"]["pid"] == envoy_pid, "no Envoy restart"
-        assert sum(stats(running, "secretgate.bundle.loads").values()) > sum(loads_before.values())
+        assert sum(running.counters("secretgate.bundle.loads").values()) > sum(loads_before.values())
         # A repository that was not off-boarded keeps its access.
         client = RawClient(running.envoy_url, vault_token=running.root_token)
         assert client.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt()).status == 200
-        decisions = stats(running, "secretgate.decisions")
+        decisions = running.counters("secretgate.decisions")
         assert any(name.endswith("decisions.allow") and value > 0 for name, value in decisions.items()), decisions
         assert any(name.endswith("decisions.deny") and value > 0 for name, value in decisions.items()), decisions
 
@@ -97,7 +90,7 @@ def test_a_broken_bundle_is_refused_and_the_previous_policy_keeps_serving(tmp_pa
         offboard(policies, "repo:acme/vendor-sync:ref:refs/heads/main")
         (policies / "policies.cedar").write_text("permit (principal, action, resource) when { context.nope };")
         eventually(
-            lambda: sum(stats(running, "secretgate.bundle.failures").values()) >= 2, REFRESH_S * 3 + 5, "two refusals"
+            lambda: sum(running.counters("secretgate.bundle.failures").values()) >= 2, REFRESH_S * 3 + 5, "two refusals"
         )
         assert contractor_read(running).status == 200, "the last good bundle still serves"
         log = running.path("envoy.log").read_text()
@@ -125,7 +118,7 @@ def test_a_filter_that_never_loaded_a_bundle_denies_everything(tmp_path, policie
     server, running = bundle_stack(tmp_path, policies, digest=False)
     with server, running:
         eventually(
-            lambda: sum(stats(running, "secretgate.bundle.failures").values()) >= 1, 10, "a refusal"
+            lambda: sum(running.counters("secretgate.bundle.failures").values()) >= 1, 10, "a refusal"
         )
         client = RawClient(running.envoy_url, vault_token=running.root_token)
         reply = client.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt())
@@ -146,7 +139,7 @@ def test_an_unreachable_bundle_server_keeps_the_last_good_bundle(tmp_path, polic
             eventually(lambda: contractor_read(running).status == 200, 10, "the first bundle load")
         # The server is gone: fetches fail, the policy in use stays.
         failures = eventually(
-            lambda: sum(stats(running, "secretgate.bundle.failures").values()), REFRESH_S * 2 + 5, "a failed fetch"
+            lambda: sum(running.counters("secretgate.bundle.failures").values()), REFRESH_S * 2 + 5, "a failed fetch"
         )
         assert failures >= 1
         assert contractor_read(running).status == 200
