@@ -227,7 +227,8 @@ pub struct HostState {
     pub tick_period_ms: u32,
     /// Counters the filter defined, by name (Envoy's stats would show them).
     pub metrics: BTreeMap<String, i64>,
-    pub(crate) metric_names: Vec<String>,
+    /// Defined metrics by id: name and the ABI's type (0 counter, 1 gauge, 2 histogram).
+    pub(crate) metric_names: Vec<(String, i32)>,
     /// Shared data (Envoy shares it between the VMs of one plugin), with CAS tokens.
     pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
     pub(crate) next_token: u32,
@@ -490,10 +491,10 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         let name = text(&read(&mut c, name_ptr, name_len)?);
         let state = c.data_mut();
         state.metrics.entry(name.clone()).or_insert(0);
-        let id = match state.metric_names.iter().position(|n| *n == name) {
+        let id = match state.metric_names.iter().position(|(n, _)| *n == name) {
             Some(index) => index,
             None => {
-                state.metric_names.push(name);
+                state.metric_names.push((name, metric_type));
                 state.metric_names.len() - 1
             }
         };
@@ -509,13 +510,17 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
      -> Result<i32> {
         check_enabled(&c, "proxy_increment_metric")?;
         let state = c.data_mut();
-        let Some(name) = usize::try_from(id)
+        let Some((name, metric_type)) = usize::try_from(id)
             .ok()
             .and_then(|id| state.metric_names.get(id))
             .cloned()
         else {
             return Ok(NOT_FOUND);
         };
+        // As in Envoy: only a gauge goes down.
+        if offset < 0 && metric_type != 1 {
+            return Ok(BAD_ARGUMENT);
+        }
         *state.metrics.entry(name).or_insert(0) += offset;
         Ok(OK)
     });

@@ -22,7 +22,9 @@ pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_RESPONSE_HEADERS: u32 = 2;
 pub const MAP_CALLOUT_RESPONSE_HEADERS: u32 = 6;
 const STREAM_HTTP_REQUEST: u32 = 0;
-const METRIC_COUNTER: u32 = 0;
+/// proxy-wasm's metric types.
+pub const METRIC_COUNTER: u32 = 0;
+pub const METRIC_GAUGE: u32 = 1;
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,17 +287,20 @@ pub fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
     })
 }
 
-/// Defines a counter (Envoy shows it in `/stats` as `wasmcustom.<name>`).
-pub fn define_counter(name: &str) -> Result<u32, HostError> {
+/// Defines a counter or gauge (Envoy shows it in `/stats` as
+/// `wasmcustom.<name>`). Every VM that defines the same name gets the same
+/// host metric, so increments from all VMs add up.
+pub fn define_metric(metric_type: u32, name: &str) -> Result<u32, HostError> {
     let mut id = 0u32;
     // SAFETY: the name is a live &str; the host writes one u32 into a local.
     check("proxy_define_metric", unsafe {
-        proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id)
+        proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id)
     })?;
     Ok(id)
 }
 
-pub fn increment_counter(id: u32, by: i64) -> Result<(), HostError> {
+/// Adds `by` to a metric; a gauge also takes negative steps.
+pub fn increment_metric(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check("proxy_increment_metric", unsafe {
         proxy_increment_metric(id, by)

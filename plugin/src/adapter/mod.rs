@@ -262,6 +262,7 @@ impl RootContext for SecretgateRoot {
             config: self.config.clone(),
             pending: None,
             awaiting: None,
+            _live: metrics::Live::hold("requests"),
         }))
     }
 }
@@ -272,6 +273,15 @@ struct SecretgateHttp {
     pending: Option<PendingAudit>,
     /// A request paused while the approval service decides.
     awaiting: Option<AwaitingApproval>,
+    _live: metrics::Live,
+}
+
+impl Drop for SecretgateHttp {
+    fn drop(&mut self) {
+        // The end of a request is when its allocations are freed, so the
+        // memory the VM still holds afterwards is what it keeps.
+        metrics::report_memory();
+    }
 }
 
 /// A paused request and the callout it waits for. Taken exactly once, so
@@ -280,6 +290,7 @@ struct AwaitingApproval {
     token: u32,
     record: DecisionRecord,
     edits: ForwardEdits,
+    _live: metrics::Live,
 }
 
 /// What the audit record of a forwarded request still waits for.
@@ -427,6 +438,7 @@ impl SecretgateHttp {
                         token,
                         record,
                         edits,
+                        _live: metrics::Live::hold("approval_callouts"),
                     });
                     Action::Pause
                 }
