@@ -105,13 +105,13 @@ class BrokenApprover(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         length = int(self.headers.get("content-length", 0))
         self.rfile.read(length)
-        if BrokenApprover.mode == "slow":
-            time.sleep(3)
+        if BrokenApprover.mode == "late":
+            time.sleep(3)  # an approval that arrives after the filter's 1.5 s timeout
         status, body = {
             "garbage": (200, b"this is not json"),
             "error": (500, b'{"error": "boom"}'),
             "wrong-shape": (200, b'{"status": "approved"}'),
-            "slow": (200, b'{"status":"approved","grant_id":"g","approver":"a","expires_at":"t"}'),
+            "late": (200, b'{"status":"approved","grant_id":"g","approver":"a","expires_at":"t"}'),
         }[BrokenApprover.mode]
         self.send_response(status)
         self.send_header("content-length", str(len(body)))
@@ -135,12 +135,15 @@ def test_a_broken_slow_or_absent_approval_service_is_a_deny(tmp_path_factory):
             assert direct.request("POST", "/v1/secret/data/prod/acme/web/db", body={"data": SECRETS["secret/prod/acme/web/db"]}).status == 200
             envoy = RawClient(running.envoy_url, vault_token=running.root_token)
             jwt = running.mint_jwt({"repository": "acme/web", "environment": "production"})
-            for mode in ["garbage", "error", "wrong-shape", "slow"]:
+            mark = running.bao_audit_mark()
+            for mode in ["garbage", "error", "wrong-shape", "late"]:
                 BrokenApprover.mode = mode
                 response = envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, timeout=20)
                 assert response.status == 403, (mode, response.text)
                 assert response.json()["errors"] == ["approval unavailable"], mode
                 assert b"FAKE-prod-web-db" not in response.body
+            time.sleep(2)  # the late approval has now arrived, and was dropped with its timed-out callout
+            assert "secret/data/prod/acme/web/db" not in running.bao_audit_paths(mark), "a late approval released the read"
             broken.shutdown()
             broken.server_close()
             down = envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, timeout=20)

@@ -1,6 +1,6 @@
 """Bad days, with real Envoy: OpenBao down, slow or answering garbage; a client
 that leaves while its request waits for approval; oversized headers;
-malformed bodies. Each ends in a deny or a clean upstream error, with an
+malformed bodies; a policy that errors at evaluation. Each ends in a deny or a clean upstream error, with an
 audit record saying what happened, no secret leaked, and the filter still
 serving the next request (part of #8)."""
 
@@ -205,9 +205,44 @@ def test_a_client_that_leaves_while_waiting_for_approval_is_recorded(tmp_path):
             records = audit_records(running, "prod/acme/web/db")
             assert records, "no audit record for the abandoned request"
             assert records[-1]["reason"] == "client left while waiting for approval"
+            # Envoy cancelled the callout with the request: nothing stays alive.
+            live = running.counters("^wasmcustom\\.secretgate\\.live\\.")
+            assert live == {"wasmcustom.secretgate.live.approval_callouts": 0, "wasmcustom.secretgate.live.requests": 0}, live
             # The filter serves the next request.
             client = RawClient(running.envoy_url, vault_token=running.root_token)
             assert client.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt()).status == 200
     finally:
         silent.shutdown()
         silent.server_close()
+
+
+# Cedar skips a policy whose condition errors (here an overflow), and a
+# skipped forbid would let the permits through: the filter denies instead.
+ERRORING_FORBID = """
+@id("overflowing-forbid")
+forbid (principal, action, resource in Path::"secret/ci/acme/api")
+when { context.now * 9223372036854775807 > 0 };
+"""
+
+
+def test_a_policy_that_errors_at_evaluation_is_a_deny_and_the_filter_keeps_serving(tmp_path):
+    config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.JWT_IDENTITY)
+    config["policies"] += ERRORING_FORBID
+    running = stack_module.Stack(tmp_path / "stack", plugin_config=config)
+    with running:
+        client = RawClient(running.envoy_url, vault_token=running.root_token)
+        jwt = running.mint_jwt()
+        mark = running.bao_audit_mark()
+        reply, record = next_record(running, "ci/acme/api/db", lambda: client.get("/v1/secret/data/ci/acme/api/db", jwt=jwt))
+        assert reply.status == 403, reply.text
+        assert reply.json()["errors"] == ["permission denied"]
+        assert record["decision"] == "error"
+        assert any("overflowing-forbid" in error for error in record["errors"]), record
+        assert "secret/data/ci/acme/api/db" not in running.bao_audit_paths(mark), "an erroring policy let the read through"
+        assert running.counters("^wasmcustom\\.secretgate\\.decisions\\.error$") == {
+            "wasmcustom.secretgate.decisions.error": 1
+        }
+        # Outside the erroring policy's scope the same caller is served as before.
+        legacy = client.get("/v1/kv/ci/acme/api/legacy", jwt=jwt)
+        assert legacy.status == 200, legacy.text
+    assert_no_secret_in_files(running)
