@@ -13,6 +13,7 @@ pub mod config;
 pub mod gate;
 pub mod identity;
 mod masking;
+mod memo;
 pub mod pairs;
 pub mod path;
 pub mod policy;

@@ -15,10 +15,18 @@
 //! so Cedar would find it not satisfied, without error; the decision is a
 //! function of the satisfied permits and forbids, so combining the buckets'
 //! answers gives exactly the decision over the whole set (see `evaluate`).
+//!
+//! Cedar computes the transitive closure of the entities it is given, so
+//! building a slice costs about half a decision. A slice is a function of
+//! the principal, the action and the resource alone (never of the claims or
+//! the rest of the context), so slices are memoised per loaded
+//! configuration; so is the `ip` value of a source address, whose
+//! constructor parses the extension's name each time.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
@@ -32,7 +40,15 @@ use crate::approval::{ApprovalRule, ApprovalRules};
 use crate::claims::ClaimsShape;
 use crate::classify::{Action, ResourceKind, ResourceRef};
 use crate::identity::Principal;
+use crate::memo::Memo;
 use crate::policy_text::{self, StatementSpans};
+
+/// How many entity slices and source addresses a loaded configuration
+/// keeps: a few hundred KiB at most.
+const MEMO_CAPACITY: usize = 1024;
+
+/// What an entity slice is a function of: principal id, action, resource.
+type SliceKey = (String, Action, ResourceKind, String);
 
 /// A configuration problem, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +178,8 @@ pub struct PolicyEngine {
     approvals: ApprovalRules,
     /// The schema declares `context.recent_reads`: the filter counts reads.
     recent_reads: bool,
+    slices: Memo<SliceKey, Arc<Entities>>,
+    source_ips: Memo<String, RestrictedExpression>,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -254,6 +272,8 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             approvals,
             recent_reads: false,
+            slices: Memo::new(MEMO_CAPACITY),
+            source_ips: Memo::new(MEMO_CAPACITY),
         };
         engine.recent_reads = engine.declares_recent_reads();
         engine.check_request_shape()?;
@@ -359,7 +379,12 @@ impl PolicyEngine {
         // schema by Request::new. Parsing it from JSON (below) cost 40% of a
         // decision, mostly in serde errors from Cedar's untagged value
         // parser. Any failure takes the JSON path, so errors read as before.
-        if let Some(context) = direct_context(request) {
+        let source_ip = self
+            .source_ips
+            .get_or_insert(request.source_ip.to_owned(), || {
+                RestrictedExpression::new_ip(request.source_ip)
+            });
+        if let Some(context) = direct_context(request, source_ip) {
             if let Ok(request) = Request::new(
                 principal.clone(),
                 action.clone(),
@@ -436,7 +461,16 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(e) => return Evaluation::failed(e),
         };
-        let entities = match self.entity_slice(request) {
+        let key = (
+            request.principal.id.clone(),
+            request.action,
+            request.resource.kind,
+            request.resource.id.clone(),
+        );
+        let entities = match self
+            .slices
+            .get_or_try_insert(key, || self.entity_slice(request).map(Arc::new))
+        {
             Ok(e) => e,
             Err(e) => return Evaluation::failed(e),
         };
@@ -476,7 +510,7 @@ impl PolicyEngine {
 /// The request context as Cedar values: the same record the JSON form
 /// below yields under the schema. `None` for a claim value outside the
 /// shapes `ClaimsShape` produces (string, long, bool, set of strings).
-fn direct_context(request: &AccessRequest<'_>) -> Option<Context> {
+fn direct_context(request: &AccessRequest<'_>, source_ip: RestrictedExpression) -> Option<Context> {
     let claims = request
         .principal
         .claims
@@ -499,10 +533,7 @@ fn direct_context(request: &AccessRequest<'_>) -> Option<Context> {
                 "claims".to_owned(),
                 RestrictedExpression::new_record(claims).ok()?,
             ),
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_ip(request.source_ip),
-            ),
+            ("source_ip".to_owned(), source_ip),
             (
                 "now".to_owned(),
                 RestrictedExpression::new_long(request.now_secs),
@@ -709,6 +740,9 @@ mod tests {
         let mut claims = Map::new();
         claims.insert("repository".into(), json!("acme/api"));
         let (mut checked, mut allowed, mut forbidden, mut errored) = (0, 0, 0, 0);
+        // Each request comes twice, with and without claims: the second
+        // evaluation takes its entity slice from the memo, and must still
+        // decide on its own claims.
         for id in ["w1", "w2", "w3", "w4", "nobody"] {
             for claims in [Map::new(), claims.clone()] {
                 let principal = Principal {
