@@ -30,7 +30,8 @@ p50/p99 are the per-request service time). Envoy runs with
 ``--concurrency 1``; ``static-upstream`` and ``cedar-authz`` with one worker
 thread each. Memory is read after the load: Envoy's RSS (/proc/<pid>/status)
 and tcmalloc's ``server.memory_allocated`` (admin /stats); the Wasm VMs'
-linear memories are mmapped by V8 outside tcmalloc and show up in RSS only.
+linear memories are mmapped by V8 outside tcmalloc, so they are read from the
+filter's own gauge ``secretgate.vm.memory_bytes`` (all its VMs together).
 
 Every process is started by this script on 127.0.0.1 and stopped by its PID.
 """
@@ -285,7 +286,8 @@ def start_envoy(run_dir: Path, name: str, config: dict) -> tuple[Proc, int]:
 
 
 def envoy_memory(admin: int) -> dict:
-    status, text = _http("GET", f"http://{LOOPBACK}:{admin}/stats?filter=^server\\.memory_", timeout=5.0)
+    pattern = "^(server\\.memory_|wasmcustom\\.secretgate\\.vm\\.memory_bytes$)"
+    status, text = _http("GET", f"http://{LOOPBACK}:{admin}/stats?filter={pattern}", timeout=5.0)
     stats = {}
     if status == 200:
         for line in text.splitlines():
@@ -347,6 +349,7 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
             "envoy_rss_kib": envoy.rss_kib(),
             "envoy_memory_allocated": memory.get("server.memory_allocated"),
             "envoy_memory_heap_size": memory.get("server.memory_heap_size"),
+            "wasm_memory_bytes": memory.get("wasmcustom.secretgate.vm.memory_bytes"),
             "authz_rss_kib": authz.rss_kib() if authz and mode.startswith("authz-") else None,
         }
     finally:
@@ -367,8 +370,8 @@ def render_table(results: list[dict]) -> str:
     baseline = {r["upstream"]: r for r in results if r["mode"] == "none"}
     lines = [
         "| upstream | policies | configuration | req/s (c=N) | vs (1) | p50 µs (c=1) | +p50 | p99 µs (c=1) | +p99 "
-        "| Envoy RSS MiB | tcmalloc MiB | authorizer RSS MiB |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Envoy RSS MiB | tcmalloc MiB | Wasm VMs MiB | authorizer RSS MiB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         base = baseline.get(r["upstream"])
@@ -380,7 +383,7 @@ def render_table(results: list[dict]) -> str:
             f"| {r['upstream']} | {r['policies'] if r['policies'] else '–'} | {MODE_LABELS[r['mode']]} "
             f"| {rps:,.0f} | {ratio} | {_us(p50)} | {add50} | {_us(p99)} | {add99} "
             f"| {_mib(r['envoy_rss_kib'], 1024)} | {_mib(r['envoy_memory_allocated'], 1)} "
-            f"| {_mib(r['authz_rss_kib'], 1024)} |"
+            f"| {_mib(r.get('wasm_memory_bytes'), 1)} | {_mib(r['authz_rss_kib'], 1024)} |"
         )
     return "\n".join(lines)
 

@@ -30,6 +30,11 @@ def test_load_benchmark_smoke(tmp_path: Path):
         for run in (result["throughput"], result["latency"]):
             assert run["requests"] > 0, result
         assert result["envoy_rss_kib"], result
+        # The filter's own gauge: its VMs' linear memory, only where it runs.
+        if result["mode"].startswith("sg-"):
+            assert result["wasm_memory_bytes"] > 0, result
+        else:
+            assert result["wasm_memory_bytes"] is None, result
 
     table = (run_dir / "results.md").read_text()
     assert "(2) Secretgate, allow" in table and "(4) ext_authz + cedar-authz, allow" in table
