@@ -17,11 +17,12 @@
 //! answers gives exactly the decision over the whole set (see `evaluate`).
 //!
 //! Cedar computes the transitive closure of the entities it is given, so
-//! building a slice costs about half a decision. A slice is a function of
-//! the principal, the action and the resource alone (never of the claims or
-//! the rest of the context), so slices are memoised per loaded
-//! configuration; so is the `ip` value of a source address, whose
-//! constructor parses the extension's name each time.
+//! building a slice costs about half a decision. A slice, and so the union
+//! of the buckets its resource can match, is a function of the principal,
+//! the action and the resource alone (never of the claims or the rest of
+//! the context), so both are memoised per loaded configuration and a
+//! request makes one call to Cedar; so is the `ip` value of a source
+//! address, whose constructor parses the extension's name each time.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -43,12 +44,12 @@ use crate::identity::Principal;
 use crate::memo::Memo;
 use crate::policy_text::{self, StatementSpans};
 
-/// How many entity slices and source addresses a loaded configuration
+/// How many request scopes and source addresses a loaded configuration
 /// keeps: a few hundred KiB at most.
 const MEMO_CAPACITY: usize = 1024;
 
-/// What an entity slice is a function of: principal id, action, resource.
-type SliceKey = (String, Action, ResourceKind, String);
+/// What a request's [`Scope`] is a function of: principal id, action, resource.
+type ScopeKey = (String, Action, ResourceKind, String);
 
 /// A configuration problem, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,21 +149,31 @@ impl ScopeIndex {
         })
     }
 
-    /// The buckets that can hold a policy whose scope matches `resource`,
-    /// whose ancestors (as Cedar will see them) are those in `entities`.
-    fn relevant<'a>(&'a self, resource: &EntityUid, entities: &Entities) -> Vec<&'a PolicySet> {
-        let mut sets: Vec<&PolicySet> = Vec::new();
-        if !self.unscoped.is_empty() {
-            sets.push(&self.unscoped);
-        }
+    /// The policies of every bucket that can hold a policy whose scope
+    /// matches `resource`, whose ancestors (as Cedar will see them) are
+    /// those in `entities`. Each policy is in exactly one bucket.
+    fn union_for(&self, resource: &EntityUid, entities: &Entities) -> Result<PolicySet, String> {
+        let mut union = PolicySet::new();
         let ancestors = entities.ancestors(resource).into_iter().flatten();
-        for entity in std::iter::once(resource).chain(ancestors) {
-            if let Some(set) = self.by_resource.get(entity) {
-                sets.push(set);
+        let buckets = std::iter::once(resource)
+            .chain(ancestors)
+            .filter_map(|entity| self.by_resource.get(entity));
+        for bucket in std::iter::once(&self.unscoped).chain(buckets) {
+            for policy in bucket.policies() {
+                union
+                    .add(policy.clone())
+                    .map_err(|e| format!("policies: {e}"))?;
             }
         }
-        sets
+        Ok(union)
     }
+}
+
+/// What one request is evaluated over: the entities it can reach and the
+/// policies whose resource scope can match it.
+struct Scope {
+    entities: Entities,
+    policies: PolicySet,
 }
 
 pub struct PolicyEngine {
@@ -178,7 +189,7 @@ pub struct PolicyEngine {
     approvals: ApprovalRules,
     /// The schema declares `context.recent_reads`: the filter counts reads.
     recent_reads: bool,
-    slices: Memo<SliceKey, Arc<Entities>>,
+    scopes: Memo<ScopeKey, Arc<Scope>>,
     source_ips: Memo<String, RestrictedExpression>,
 }
 
@@ -272,7 +283,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             approvals,
             recent_reads: false,
-            slices: Memo::new(MEMO_CAPACITY),
+            scopes: Memo::new(MEMO_CAPACITY),
             source_ips: Memo::new(MEMO_CAPACITY),
         };
         engine.recent_reads = engine.declares_recent_reads();
@@ -456,6 +467,19 @@ impl PolicyEngine {
         Entities::from_entities(slice, None).map_err(|e| format!("entities: {e}"))
     }
 
+    /// What a request is evaluated over, built once per principal, action
+    /// and resource (see the module documentation).
+    fn scope(&self, request: &AccessRequest<'_>) -> Result<Arc<Scope>, String> {
+        let entities = self.entity_slice(request)?;
+        let resource_type = self
+            .resource_types
+            .get(&request.resource.kind)
+            .ok_or("resource type missing")?;
+        let resource = uid(resource_type, &request.resource.id);
+        let policies = self.index.union_for(&resource, &entities)?;
+        Ok(Arc::new(Scope { entities, policies }))
+    }
+
     pub fn evaluate(&self, request: &AccessRequest<'_>) -> Evaluation {
         let cedar_request = match self.cedar_request(request) {
             Ok(r) => r,
@@ -467,40 +491,30 @@ impl PolicyEngine {
             request.resource.kind,
             request.resource.id.clone(),
         );
-        let entities = match self
-            .slices
-            .get_or_try_insert(key, || self.entity_slice(request).map(Arc::new))
-        {
-            Ok(e) => e,
+        let scope = match self.scopes.get_or_try_insert(key, || self.scope(request)) {
+            Ok(scope) => scope,
             Err(e) => return Evaluation::failed(e),
         };
-        let Some(resource) = cedar_request.resource() else {
-            return Evaluation::failed("request has no resource".into());
-        };
-        // Cedar's decision over the whole set: deny if any forbid is
-        // satisfied (the forbids are the reason), else allow if any permit
-        // is (the permits are), else deny with no reason. Each bucket's
-        // answer names its satisfied forbids (deny) or permits (allow), so
-        // the union over the relevant buckets is that decision exactly.
-        let mut permits: Vec<String> = Vec::new();
-        let mut forbids: Vec<String> = Vec::new();
-        let mut errors: Vec<String> = Vec::new();
-        for set in self.index.relevant(resource, &entities) {
-            let response = self
-                .authorizer
-                .is_authorized(&cedar_request, set, &entities);
-            let reasons = response.diagnostics().reason().map(ToString::to_string);
-            match response.decision() {
-                Decision::Allow => permits.extend(reasons),
-                Decision::Deny => forbids.extend(reasons),
-            }
-            errors.extend(response.diagnostics().errors().map(ToString::to_string));
-        }
-        let allowed = forbids.is_empty() && !permits.is_empty() && errors.is_empty();
-        let mut policies = if forbids.is_empty() { permits } else { forbids };
+        // Cedar over the union of the buckets the resource can match decides
+        // as over the whole set (module documentation): deny if any forbid
+        // is satisfied (the forbids are the reason), else allow if any
+        // permit is (the permits are), else deny with no reason.
+        let response =
+            self.authorizer
+                .is_authorized(&cedar_request, &scope.policies, &scope.entities);
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
         policies.sort();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
         Evaluation {
-            allowed,
+            allowed: response.decision() == Decision::Allow && errors.is_empty(),
             policies,
             errors,
         }
