@@ -273,6 +273,7 @@ struct SecretgateHttp {
     pending: Option<PendingAudit>,
     /// A request paused while the approval service decides.
     awaiting: Option<AwaitingApproval>,
+    /// Counts this request in `secretgate.live.requests` until it is dropped.
     _live: metrics::Live,
 }
 
@@ -290,6 +291,7 @@ struct AwaitingApproval {
     token: u32,
     record: DecisionRecord,
     edits: ForwardEdits,
+    /// Counts the callout in `secretgate.live.approval_callouts` until it ends.
     _live: metrics::Live,
 }
 
