@@ -496,26 +496,35 @@ impl PolicyEngine {
             Err(e) => return Evaluation::failed(e),
         };
         // Cedar over the union of the buckets the resource can match decides
-        // as over the whole set (module documentation): deny if any forbid
-        // is satisfied (the forbids are the reason), else allow if any
-        // permit is (the permits are), else deny with no reason.
-        let response =
-            self.authorizer
-                .is_authorized(&cedar_request, &scope.policies, &scope.entities);
-        let mut policies: Vec<String> = response
+        // as over the whole set (module documentation).
+        self.authorize(&cedar_request, &scope.policies, &scope.entities)
+    }
+
+    /// Cedar's decision: deny if any forbid is satisfied (the forbids are
+    /// the reason), else allow if any permit is (the permits are), else
+    /// deny with no reason; any error denies.
+    fn authorize(
+        &self,
+        request: &Request,
+        policies: &PolicySet,
+        entities: &Entities,
+    ) -> Evaluation {
+        let response = self.authorizer.is_authorized(request, policies, entities);
+        let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
             .map(ToString::to_string)
             .collect();
-        policies.sort();
-        let errors: Vec<String> = response
+        reasons.sort();
+        let mut errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(ToString::to_string)
             .collect();
+        errors.sort();
         Evaluation {
             allowed: response.decision() == Decision::Allow && errors.is_empty(),
-            policies,
+            policies: reasons,
             errors,
         }
     }
@@ -714,26 +723,7 @@ mod tests {
     fn unindexed(engine: &PolicyEngine, request: &AccessRequest<'_>) -> Evaluation {
         let cedar_request = engine.cedar_request(request).unwrap();
         let entities = engine.entity_slice(request).unwrap();
-        let response = engine
-            .authorizer
-            .is_authorized(&cedar_request, &engine.policies, &entities);
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        policies.sort();
-        let mut errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
-        errors.sort();
-        Evaluation {
-            allowed: response.decision() == Decision::Allow && errors.is_empty(),
-            policies,
-            errors,
-        }
+        engine.authorize(&cedar_request, &engine.policies, &entities)
     }
 
     #[test]
@@ -780,8 +770,7 @@ mod tests {
                             namespace: "",
                             recent_reads: None,
                         };
-                        let mut indexed = engine.evaluate(&request);
-                        indexed.errors.sort();
+                        let indexed = engine.evaluate(&request);
                         assert_eq!(
                             indexed,
                             unindexed(&engine, &request),
