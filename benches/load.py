@@ -11,6 +11,8 @@ The same load generator (``wrk``, from Debian's packages; installed with
 apt-get when missing) drives, on 127.0.0.1 free ports:
 
 1. ``none``        Envoy with no filter;
+   ``wasm-noop``   Envoy with an empty proxy-wasm filter (``benches/noop-filter``,
+   same SDK, target and profile as Secretgate): the floor any Wasm filter pays;
 2. ``sg-allow``    Envoy with the Secretgate filter, a request its policies permit;
 3. ``sg-deny``     the same, a request no policy permits (answered by the filter);
 4. ``authz-allow`` Envoy with ``ext_authz`` calling ``cedar-authz``, an HTTP
@@ -77,16 +79,18 @@ from stack import (  # noqa: E402
     wasm_path,
 )
 
-MODES = ("none", "sg-allow", "sg-deny", "authz-allow", "authz-deny")
+MODES = ("none", "wasm-noop", "sg-allow", "sg-deny", "authz-allow", "authz-deny")
 MODE_LABELS = {
     "none": "(1) Envoy, no filter",
+    "wasm-noop": "(1w) Envoy, empty Wasm filter",
     "sg-allow": "(2) Secretgate, allow",
     "sg-deny": "(3) Secretgate, deny",
     "authz-allow": "(4) ext_authz + cedar-authz, allow",
     "authz-deny": "(4) ext_authz + cedar-authz, deny",
 }
-EXPECTED_STATUS = {"none": 200, "sg-allow": 200, "sg-deny": 403, "authz-allow": 200, "authz-deny": 403}
+EXPECTED_STATUS = {"none": 200, "wasm-noop": 200, "sg-allow": 200, "sg-deny": 403, "authz-allow": 200, "authz-deny": 403}
 STARTUP_TIMEOUT_S = 120.0
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
 
 
 class LoadError(RuntimeError):
@@ -120,8 +124,14 @@ def build_tools(profile: str) -> Path:
     if profile == "release":
         argv.append("--release")
     subprocess.run(argv, check=True, cwd=REPO_ROOT)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
-    return target / ("release" if profile == "release" else "debug")
+    return TARGET_DIR / ("release" if profile == "release" else "debug")
+
+
+def build_noop_filter() -> Path:
+    """The empty Wasm filter, always built like the release filter it is compared with."""
+    argv = ["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1", "-p", "secretgate-noop-filter"]
+    subprocess.run(argv, check=True, cwd=REPO_ROOT)
+    return TARGET_DIR / "wasm32-wasip1" / "release" / "secretgate_noop_filter.wasm"
 
 
 # ---------------------------------------------------------------- wrk
@@ -221,7 +231,7 @@ def bench_envoy_config(mode: str, listen: int, admin: int, upstream: int, authz:
                        wasm: Path, configuration: dict | None, access_log: Path) -> dict:  # fmt: skip
     filters = []
     clusters = {"upstream": upstream}
-    if mode.startswith("sg-"):
+    if mode.startswith("sg-") or mode == "wasm-noop":
         filters.append(_secretgate_filter(wasm, json.dumps(configuration)))
     elif mode.startswith("authz-"):
         filters.append(_ext_authz_filter())
@@ -315,6 +325,8 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
         configuration = plugin_config(policies["dir"], HEADER_IDENTITY)
         if args.audit_max_body is not None:
             configuration["audit"]["max_body_bytes"] = args.audit_max_body
+    if mode == "wasm-noop":
+        wasm = args.noop_wasm
     config = bench_envoy_config(mode, listen, admin, upstream_port, authz.port if authz else None, wasm,
                                 configuration, run_dir / f"access-{name}.log")  # fmt: skip
     started = time.monotonic()
@@ -456,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         raise LoadError(f"filter not found at {wasm}: run envoy/setup.sh")
     wrk = ensure_wrk()
     tools = build_tools(profile)
+    args.noop_wasm = build_noop_filter() if "wasm-noop" in modes else None
 
     sets = {}
     for size in sizes:
@@ -500,8 +513,9 @@ def main(argv: list[str] | None = None) -> int:
             upstream_ports["openbao"] = bao.bao_port
 
         for upstream in upstreams:
-            cells: list[tuple[str, int | None]] = [("none", None)] if "none" in modes else []
-            cells += [(m, s) for s in sizes for m in modes if m != "none"]
+            unsized = [m for m in ("none", "wasm-noop") if m in modes]
+            cells: list[tuple[str, int | None]] = [(m, None) for m in unsized]
+            cells += [(m, s) for s in sizes for m in modes if m not in unsized]
             for mode, size in cells:
                 print(f"[load] {upstream} {mode} {size or ''}", file=sys.stderr, flush=True)
                 # (1) has no policies; it sends the first set's allow request.

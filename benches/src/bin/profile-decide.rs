@@ -1,5 +1,7 @@
-//! A fixed-count loop of the filter's native per-request decision, for
-//! instruction-level profiles (callgrind counts reproducibly):
+//! A fixed-count loop of the filter's native per-request work, for
+//! instruction-level profiles (callgrind counts reproducibly): the decision,
+//! its log line and its audit record, an allowed read's with the static
+//! upstream's reply captured and masked, as the adapter does in Envoy.
 //!
 //!     profile-decide <policies> <allow|deny> <iterations>
 //!     valgrind --tool=callgrind target/profiling/profile-decide 1000 allow 2000
@@ -9,9 +11,11 @@
 
 use std::process::ExitCode;
 
+use secretgate::audit::{self, ResponseFacts};
 use secretgate::config::Config;
 use secretgate::gate::{RequestFacts, VerdictAction};
 use secretgate_benches::policyset::PolicySet;
+use secretgate_benches::KV2_READ_REPLY;
 
 fn run(args: &[String]) -> Result<(), String> {
     let [count, which, iterations] = args else {
@@ -35,6 +39,7 @@ fn run(args: &[String]) -> Result<(), String> {
         (b"x-vault-token", b"s.profile-token"),
     ];
     let mut allowed = 0usize;
+    let mut audit_bytes = 0usize;
     for _ in 0..iterations {
         let verdict = config.decide(&RequestFacts {
             method: request.method,
@@ -45,11 +50,38 @@ fn run(args: &[String]) -> Result<(), String> {
             jwt_payload: None,
             peer_uri_san: None,
         });
-        if matches!(verdict.action, VerdictAction::Forward(_)) {
-            allowed += 1;
-        }
+        let logged = verdict.record.log_line();
+        let record = match verdict.action {
+            VerdictAction::Forward(_) => {
+                allowed += 1;
+                let request_body = config.audit.capture();
+                let mut response_body = config.audit.capture();
+                response_body.feed(KV2_READ_REPLY.as_bytes());
+                audit::render(
+                    &config.audit,
+                    &verdict.record,
+                    &ResponseFacts {
+                        status: Some(200),
+                        request_body: Some(&request_body),
+                        response_body: Some(&response_body),
+                    },
+                )
+            }
+            _ => audit::render(
+                &config.audit,
+                &verdict.record,
+                &ResponseFacts {
+                    status: Some(403),
+                    request_body: None,
+                    response_body: None,
+                },
+            ),
+        };
+        audit_bytes += logged.len() + record.len();
     }
-    println!("{allowed} of {iterations} allowed");
+    println!(
+        "{allowed} of {iterations} allowed; {audit_bytes} bytes of log lines and audit records"
+    );
     Ok(())
 }
 

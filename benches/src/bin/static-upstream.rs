@@ -11,14 +11,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Response;
 use secretgate_benches::serve::{arg, serve};
-
-const BODY: &str = concat!(
-    r#"{"request_id":"8c4de05e-7d95-c7d4-5d9d-64877af12acf","lease_id":"","renewable":false,"#,
-    r#""lease_duration":0,"data":{"data":{"password":"FAKE-bench-db-password-3b1f","username":"app"},"#,
-    r#""metadata":{"created_time":"2026-11-28T12:41:48.082100271Z","custom_metadata":null,"#,
-    r#""deletion_time":"","destroyed":false,"version":1}},"wrap_info":null,"warnings":null,"auth":null}"#,
-    "\n"
-);
+use secretgate_benches::KV2_READ_REPLY;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +22,7 @@ fn main() -> ExitCode {
     let threads = arg(&args, "--threads")
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
-    let body = Bytes::from_static(BODY.as_bytes());
+    let body = Bytes::from_static(KV2_READ_REPLY.as_bytes());
     let result = serve(listen, threads, move |_request, _peer| {
         let mut reply = Response::new(Full::new(body.clone()));
         reply.headers_mut().insert(
