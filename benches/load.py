@@ -49,6 +49,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -176,6 +177,57 @@ def run_wrk(wrk: str, url: str, headers: dict, connections: int, duration: float
     if done.returncode != 0:
         raise LoadError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
     return parse_wrk(done.stdout)
+
+
+# ---------------------------------------------------------------- perf
+
+PERF_HZ = 999
+CPU_PARTS = ("wasm", "host_calls", "envoy", "kernel")
+
+
+class CpuSampler:
+    """``perf record`` on Envoy's process for the length of one measurement."""
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        argv = ["perf", "record", "-q", "-F", str(PERF_HZ), "-g", "-p", str(pid), "-o", str(out)]
+        self.popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # perf attaches before the load starts
+        if self.popen.poll() is not None:
+            raise LoadError(f"perf record failed: {self.popen.stderr.read().decode(errors='replace')}")
+
+    def split(self, requests: int) -> dict:
+        """Envoy's CPU per request (µs), by where each sample's stack was.
+
+        V8's compiled Wasm has no symbols, but perf names its pages
+        (``perf-<pid>.map``), so a sample is: ``wasm`` (in the filter's
+        code), ``host_calls`` (in Envoy or libc below a Wasm frame: the host
+        functions the filter calls and V8's runtime), ``envoy`` (Envoy or
+        libc with no Wasm frame: the proxy itself, the access log, the
+        callbacks' dispatch) or ``kernel``.
+        """
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+        self.popen.wait(timeout=60)
+        script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "ip,dso"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        counts = dict.fromkeys(CPU_PARTS, 0)
+        for sample in script.split("\n\n"):
+            frames = [line.strip() for line in sample.splitlines() if line.strip()]
+            if not frames:
+                continue
+            jit = ["perf-" in frame or "[JIT]" in frame for frame in frames]
+            if jit[0]:
+                part = "wasm"
+            elif "[kernel" in frames[0]:
+                part = "kernel"
+            elif any(jit[1:]):
+                part = "host_calls"
+            else:
+                part = "envoy"
+            counts[part] += 1
+        per_request = 1e6 / PERF_HZ / max(requests, 1)
+        return {part: round(count * per_request, 1) for part, count in counts.items()}
 
 
 # ---------------------------------------------------------------- processes
@@ -343,7 +395,13 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
             raise LoadError(f"{name}: expected {want}, got {status}: {body[:300]}")
         # Warm up V8's tiers and the connection pools before measuring.
         run_wrk(wrk, url, headers, args.connections, args.warmup)
-        throughput = run_wrk(wrk, url, headers, args.connections, args.duration)
+        sampler = CpuSampler(envoy.popen.pid, run_dir / f"perf-{name}.data") if args.cpu_split else None
+        try:
+            throughput = run_wrk(wrk, url, headers, args.connections, args.duration)
+        finally:
+            if sampler and sampler.popen.poll() is None:
+                sampler.popen.send_signal(signal.SIGINT)
+        cpu_split = sampler.split(throughput["requests"]) if sampler else None
         latency = run_wrk(wrk, url, headers, 1, args.duration)
         for run in (throughput, latency):
             wrong = run["non_2xx"] if want == 200 else run["requests"] - run["non_2xx"]
@@ -363,6 +421,7 @@ def measure_cell(args, wrk: str, run_dir: Path, upstream_name: str, upstream_por
             "envoy_memory_heap_size": memory.get("server.memory_heap_size"),
             "wasm_memory_bytes": memory.get("wasmcustom.secretgate.vm.memory_bytes"),
             "authz_rss_kib": authz.rss_kib() if authz and mode.startswith("authz-") else None,
+            "cpu_split_us": cpu_split,
         }
     finally:
         envoy.stop()
@@ -397,6 +456,20 @@ def render_table(results: list[dict]) -> str:
             f"| {_mib(r['envoy_rss_kib'], 1024)} | {_mib(r['envoy_memory_allocated'], 1)} "
             f"| {_mib(r.get('wasm_memory_bytes'), 1)} | {_mib(r['authz_rss_kib'], 1024)} |"
         )
+    return "\n".join(lines)
+
+
+def render_cpu_split(results: list[dict]) -> str:
+    lines = [
+        "| upstream | policies | configuration | Wasm code | host calls | Envoy | kernel | total µs/request |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        split = r.get("cpu_split_us")
+        if split:
+            cells = " | ".join(f"{split[part]:.1f}" for part in CPU_PARTS)
+            lines.append(f"| {r['upstream']} | {r['policies'] or '–'} | {MODE_LABELS[r['mode']]} | {cells} "
+                         f"| {sum(split.values()):.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -448,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=str(BENCHES_DIR / ".load-run"), help="logs, configs, results")
     parser.add_argument("--audit-max-body", type=int, default=None, metavar="BYTES",
                         help="the filter's audit max_body_bytes (0: bodies are never captured or masked)")  # fmt: skip
+    parser.add_argument("--cpu-split", action="store_true",
+                        help="sample Envoy with perf during each throughput run: its CPU per request by part")  # fmt: skip
     parser.add_argument("--wasm", default=None, help="filter .wasm (default: $SECRETGATE_WASM or cargo's output)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -467,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     if not wasm.is_file():
         raise LoadError(f"filter not found at {wasm}: run envoy/setup.sh")
     wrk = ensure_wrk()
+    if args.cpu_split and not shutil.which("perf"):
+        raise LoadError("--cpu-split needs perf (Debian: linux-perf)")
     tools = build_tools(profile)
     args.noop_wasm = build_noop_filter() if "wasm-noop" in modes else None
 
@@ -542,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {line}" for size in sizes for line in targets(results, size)],
     ]
+    if args.cpu_split:
+        report += ["", f"Envoy's CPU per request in the throughput runs (perf at {PERF_HZ} Hz, µs):", "",
+                   render_cpu_split(results)]  # fmt: skip
     text = "\n".join(report) + "\n"
     (run_dir / "results.md").write_text(text)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
