@@ -393,9 +393,10 @@ impl PolicyEngine {
             .ok_or("resource type missing from schema")?;
         let resource = uid(resource_type, &request.resource.id);
         // Fast path: the context built as Cedar values, checked against the
-        // schema by Request::new once per request shape. Parsing it from JSON (below) cost 40% of a
-        // decision, mostly in serde errors from Cedar's untagged value
-        // parser. Any failure takes the JSON path, so errors read as before.
+        // schema by Request::new once per request shape. Parsing it from
+        // JSON (below) cost 40% of a decision, mostly in serde errors from
+        // Cedar's untagged value parser. Any failure takes the JSON path, so
+        // errors read as before.
         let source_ip = self
             .source_ips
             .get_or_insert(request.source_ip.to_owned(), || {
