@@ -211,23 +211,28 @@ class CpuSampler:
         self.popen.wait(timeout=60)
         script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "ip,dso"],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
-        counts = dict.fromkeys(CPU_PARTS, 0)
-        for sample in script.split("\n\n"):
-            frames = [line.strip() for line in sample.splitlines() if line.strip()]
-            if not frames:
-                continue
-            jit = ["perf-" in frame or "[JIT]" in frame for frame in frames]
-            if jit[0]:
-                part = "wasm"
-            elif "[kernel" in frames[0]:
-                part = "kernel"
-            elif any(jit[1:]):
-                part = "host_calls"
-            else:
-                part = "envoy"
-            counts[part] += 1
-        per_request = 1e6 / PERF_HZ / max(requests, 1)
-        return {part: round(count * per_request, 1) for part, count in counts.items()}
+        return split_samples(script, requests)
+
+
+def split_samples(script: str, requests: int) -> dict:
+    """``perf script -F ip,dso`` output filed by part (see ``CpuSampler.split``), in µs per request."""
+    counts = dict.fromkeys(CPU_PARTS, 0)
+    for sample in script.split("\n\n"):
+        frames = [line.strip() for line in sample.splitlines() if line.strip()]
+        if not frames:
+            continue
+        jit = ["perf-" in frame or "[JIT]" in frame for frame in frames]
+        if jit[0]:
+            part = "wasm"
+        elif "[kernel" in frames[0]:
+            part = "kernel"
+        elif any(jit[1:]):
+            part = "host_calls"
+        else:
+            part = "envoy"
+        counts[part] += 1
+    per_request = 1e6 / PERF_HZ / max(requests, 1)
+    return {part: round(count * per_request, 1) for part, count in counts.items()}
 
 
 # ---------------------------------------------------------------- processes

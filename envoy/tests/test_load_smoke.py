@@ -1,6 +1,6 @@
 """Smoke run of the load benchmark (benches/load.py --smoke): every cell starts,
-the allow and deny requests get 200 and 403 through Secretgate and through
-ext_authz, and the table is produced. Seconds per cell; no timing is asserted."""
+the empty Wasm filter passes requests through, the allow and deny requests get
+200 and 403 through Secretgate and through ext_authz, and the table is produced. Seconds per cell; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_load_benchmark_smoke(tmp_path: Path):
 
     results = json.loads((run_dir / "results.json").read_text())
     cells = {(r["upstream"], r["mode"]) for r in results}
-    modes = ["none", "sg-allow", "sg-deny", "authz-allow", "authz-deny"]
+    modes = ["none", "wasm-noop", "sg-allow", "sg-deny", "authz-allow", "authz-deny"]
     assert cells == {(upstream, mode) for upstream in ("static", "openbao") for mode in modes}
     for result in results:
         for run in (result["throughput"], result["latency"]):
@@ -37,5 +37,36 @@ def test_load_benchmark_smoke(tmp_path: Path):
             assert result["wasm_memory_bytes"] is None, result
 
     table = (run_dir / "results.md").read_text()
-    assert "(2) Secretgate, allow" in table and "(4) ext_authz + cedar-authz, allow" in table
+    assert "(1w) Envoy, empty Wasm filter" in table and "(2) Secretgate, allow" in table and "(4) ext_authz + cedar-authz, allow" in table
     assert table.count("\n| static |") == len(modes) and table.count("\n| openbao |") == len(modes)
+
+
+def _load_py():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_load", LOAD_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_split_files_each_sample_by_its_stack():
+    load = _load_py()
+    envoy, jit = "(/venv/envoy/_bin/envoy)", "(/tmp/perf-4242.map)"
+    samples = [
+        [f"3a8f4de30d8 {jit}", f"2f4d101 {envoy}"],  # in the filter's code
+        [f"2f86382 {envoy}", f"2facd35 {envoy}", f"3a8f5858817 {jit}", f"555a040 {envoy}"],  # a host call
+        [f"2330849 {envoy}", f"57bf843 {envoy}", "891f5 (/usr/lib/x86_64-linux-gnu/libc.so.6)"],  # Envoy
+        ["ffffffff8a0 ([kernel.kallsyms])", f"2f4d101 {envoy}"],  # the kernel
+        [f"2330880 {envoy}"],
+    ]
+    script = "\n\n".join("\n".join(f"\t {frame}" for frame in sample) for sample in samples) + "\n\n"
+    requests = 2
+    split = load.split_samples(script, requests)
+    per_sample = 1e6 / load.PERF_HZ / requests
+    assert split == {
+        "wasm": round(per_sample, 1),
+        "host_calls": round(per_sample, 1),
+        "envoy": round(2 * per_sample, 1),
+        "kernel": round(per_sample, 1),
+    }
