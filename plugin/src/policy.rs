@@ -404,7 +404,7 @@ impl PolicyEngine {
             });
         if let Some(context) = direct_context(request, source_ip) {
             let built = self.request_of_shape(
-                request_shape(request),
+                request,
                 principal.clone(),
                 action.clone(),
                 resource.clone(),
@@ -431,10 +431,10 @@ impl PolicyEngine {
     }
 
     /// A request over a context the filter built, validated against the
-    /// schema unless Cedar already validated one of the same `shape`.
+    /// schema unless Cedar already validated one of the same shape.
     fn request_of_shape(
         &self,
-        shape: String,
+        facts: &AccessRequest<'_>,
         principal: EntityUid,
         action: EntityUid,
         resource: EntityUid,
@@ -444,7 +444,7 @@ impl PolicyEngine {
             return Request::new(principal, action, resource, context, Some(&self.schema)).ok();
         };
         let mut validated = None;
-        let shape_is_valid = valid_shapes.get_or_try_insert(shape, || {
+        let shape_is_valid = valid_shapes.get_or_try_insert(request_shape(facts), || {
             let request = Request::new(
                 principal.clone(),
                 action.clone(),
@@ -552,24 +552,22 @@ impl PolicyEngine {
         entities: &Entities,
     ) -> Evaluation {
         let response = self.authorizer.is_authorized(request, policies, entities);
-        let mut reasons: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        reasons.sort();
-        let mut errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
-        errors.sort();
+        let reasons = sorted_text(response.diagnostics().reason());
+        let errors = sorted_text(response.diagnostics().errors());
         Evaluation {
             allowed: response.decision() == Decision::Allow && errors.is_empty(),
             policies: reasons,
             errors,
         }
     }
+}
+
+/// Diagnostics as text, sorted so a decision reads the same however Cedar
+/// happened to order them.
+fn sorted_text<T: ToString>(items: impl Iterator<Item = T>) -> Vec<String> {
+    let mut texts: Vec<String> = items.map(|item| item.to_string()).collect();
+    texts.sort();
+    texts
 }
 
 /// The request context as Cedar values: the same record the JSON form
