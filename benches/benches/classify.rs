@@ -20,7 +20,7 @@ fn mounts() -> MountTable {
     .into_iter()
     .map(|(path, kind)| (path.to_owned(), kind.to_owned()))
     .collect();
-    MountTable::from_config(&config).unwrap_or_else(|e| panic!("{e}"))
+    MountTable::from_config(&config, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn classify(c: &mut Criterion) {

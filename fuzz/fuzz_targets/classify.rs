@@ -1,6 +1,7 @@
 //! Request classification: method, `:path` and `X-Vault-Namespace` as the
 //! filter sees them. Input: `method \0 target [\0 namespace [\0 mounts]]`,
-//! where `mounts` is `path=type` lines for a second, fuzzed mount table.
+//! where `mounts` is `path=type` lines (and `@namespace` lines) for a
+//! second, fuzzed mount table.
 //!
 //! Properties: no panic; a classified request's canonical form classifies
 //! to the same action and resource (OpenBao is sent what was authorised).
@@ -22,6 +23,7 @@ fn fixed_table() -> &'static MountTable {
             ("kv", "kv-v1"),
             ("team/kv", "kv-v1"),
             ("team/secret", "kv-v2"),
+            ("nsx/secret", "kv-v2"),
             ("database", "database"),
             ("aws", "aws"),
             ("pki", "pki"),
@@ -30,7 +32,8 @@ fn fixed_table() -> &'static MountTable {
         .into_iter()
         .map(|(p, t)| (p.to_owned(), t.to_owned()))
         .collect();
-        MountTable::from_config(&mounts).expect("the fixed mount table is valid")
+        MountTable::from_config(&mounts, &["nsx".to_owned()])
+            .expect("the fixed mount table is valid")
     })
 }
 
@@ -79,12 +82,18 @@ fuzz_target!(|data: &[u8]| {
     check(fixed_table(), &request);
 
     if let Some(mounts) = mounts {
-        let config: BTreeMap<String, String> = String::from_utf8_lossy(mounts)
+        let text = String::from_utf8_lossy(mounts);
+        let config: BTreeMap<String, String> = text
             .lines()
             .filter_map(|line| line.split_once('='))
             .map(|(p, t)| (p.to_owned(), t.to_owned()))
             .collect();
-        if let Ok(table) = MountTable::from_config(&config) {
+        let namespaces: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix('@'))
+            .map(str::to_owned)
+            .collect();
+        if let Ok(table) = MountTable::from_config(&config, &namespaces) {
             check(&table, &request);
         }
     }

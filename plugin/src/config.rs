@@ -28,6 +28,8 @@ struct RawConfig {
     entities: Value,
     #[serde(default)]
     mounts: BTreeMap<String, String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
     identity: RawIdentity,
     #[serde(default)]
     audit: Option<RawAuditConfig>,
@@ -148,7 +150,8 @@ impl Config {
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
-        let mounts = MountTable::from_config(&raw.mounts).map_err(ConfigError::Mounts)?;
+        let mounts =
+            MountTable::from_config(&raw.mounts, &raw.namespaces).map_err(ConfigError::Mounts)?;
         let audit = match raw.audit {
             Some(raw_audit) => AuditConfig::from_raw(raw_audit).map_err(ConfigError::Audit)?,
             None => AuditConfig::default(),

@@ -21,6 +21,10 @@ const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [
     b"x-http-method",
     b"x-method-override",
 ];
+/// OpenBao's inline authentication: `X-Vault-Inline-Auth-Path` and its
+/// parameters make OpenBao log in inside the request, a login of its own
+/// that the request's classification does not show. Refused, never forwarded.
+const INLINE_AUTH_HEADER_PREFIX: &[u8] = b"x-vault-inline-auth-";
 const NAMESPACE_HEADER: &[u8] = b"x-vault-namespace";
 const REQUEST_ID_HEADER: &[u8] = b"x-request-id";
 const VAULT_TOKEN_HEADER: &[u8] = b"x-vault-token";
@@ -242,6 +246,26 @@ fn header_values<'a>(headers: &[(&'a [u8], &'a [u8])], name: &[u8]) -> Vec<&'a [
         .collect()
 }
 
+/// Why a header that makes OpenBao do more than the classified request is
+/// refused, if one is present.
+fn refused_header(headers: &[(&[u8], &[u8])]) -> Option<&'static str> {
+    headers.iter().find_map(|(name, _)| {
+        if METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|refused| name.eq_ignore_ascii_case(refused))
+        {
+            Some("method override header")
+        } else if name.len() >= INLINE_AUTH_HEADER_PREFIX.len()
+            && name[..INLINE_AUTH_HEADER_PREFIX.len()]
+                .eq_ignore_ascii_case(INLINE_AUTH_HEADER_PREFIX)
+        {
+            Some("inline authentication is not supported")
+        } else {
+            None
+        }
+    })
+}
+
 /// The Vault token as sent: `X-Vault-Token`, else `Authorization: Bearer`.
 fn vault_token<'a>(headers: &[(&'a [u8], &'a [u8])]) -> Option<&'a [u8]> {
     if let Some(token) = header_values(headers, VAULT_TOKEN_HEADER).first() {
@@ -323,12 +347,8 @@ impl Config {
         record.principal = Some((principal.entity_type.clone(), principal.id.clone()));
         record.claims = principal.claims.clone();
 
-        if METHOD_OVERRIDE_HEADERS
-            .iter()
-            .any(|name| !header_values(facts.headers, name).is_empty())
-        {
-            let reason = "method override header".to_owned();
-            return deny(record, Outcome::BadRequest, 400, &reason, reason.clone());
+        if let Some(reason) = refused_header(facts.headers) {
+            return deny(record, Outcome::BadRequest, 400, reason, reason.to_owned());
         }
         let namespaces = header_values(facts.headers, NAMESPACE_HEADER);
         let namespace = match namespaces.as_slice() {
@@ -419,9 +439,10 @@ impl Config {
         let edits = ForwardEdits {
             path: (classification.canonical_target != facts.target)
                 .then_some(classification.canonical_target),
-            namespace: namespace
-                .filter(|raw| *raw != classification.namespace.as_bytes())
-                .map(|_| classification.namespace.clone()),
+            // Also set when the namespace came in the path: OpenBao gets it
+            // in the header, and the path relative to it.
+            namespace: (namespace.unwrap_or_default() != classification.namespace.as_bytes())
+                .then(|| classification.namespace.clone()),
             remove_headers: identity_header.map(str::to_owned).into_iter().collect(),
         };
         let required = engine.approvals().required(&record.policies);

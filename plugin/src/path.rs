@@ -27,10 +27,16 @@ pub enum PathError {
     Fragment,
     /// A `..` segment that climbs out of `/v1/` or out of the mount.
     EscapesMount,
-    /// `list=` with a value Go's `strconv.ParseBool` rejects, or conflicting values.
+    /// A `list=` or `scan=` value OpenBao answers with 400 (not a Go
+    /// `strconv.ParseBool` value, or both flags set).
     BadListFlag,
     /// An `X-Vault-Namespace` header that is repeated, empty-segmented or not clean.
     BadNamespace,
+    /// A namespace header naming a namespace the configuration does not declare.
+    UndeclaredNamespace,
+    /// A path under no configured mount and no built-in of its namespace:
+    /// an unknown engine, or a namespace the configuration does not declare.
+    NoMount,
 }
 
 impl PathError {
@@ -45,8 +51,10 @@ impl PathError {
             PathError::NotUtf8 => "path is not valid UTF-8",
             PathError::Fragment => "fragment in request target",
             PathError::EscapesMount => "dot-dot segment escapes the mount",
-            PathError::BadListFlag => "ambiguous list query parameter",
+            PathError::BadListFlag => "invalid list or scan query parameter",
             PathError::BadNamespace => "invalid namespace header",
+            PathError::UndeclaredNamespace => "undeclared namespace",
+            PathError::NoMount => "path is under no configured mount",
         }
     }
 }
@@ -70,8 +78,9 @@ pub struct ApiPath {
     pub lowest_pop_depth: Option<usize>,
     /// The raw query string (without `?`), forwarded unchanged.
     pub raw_query: Option<String>,
-    /// Go's `strconv.ParseBool` of the first `list` query value.
-    pub list_flag: bool,
+    /// The query makes a GET a LIST (`list=true` or `scan=true`, read as
+    /// OpenBao reads them).
+    pub lists: bool,
 }
 
 impl ApiPath {
@@ -101,8 +110,8 @@ impl ApiPath {
                     Some(depth) => Some(depth - 1),
                     None => None,
                 };
-                let list_flag = match raw_query {
-                    Some(query) => list_flag(query)?,
+                let lists = match raw_query {
+                    Some(query) => lists(query)?,
                     None => false,
                 };
                 Ok(ApiPath {
@@ -110,7 +119,7 @@ impl ApiPath {
                     trailing_slash,
                     lowest_pop_depth,
                     raw_query: raw_query.map(str::to_owned),
-                    list_flag,
+                    lists,
                 })
             }
             _ => Err(PathError::NotApiPath),
@@ -225,8 +234,9 @@ fn parse_go_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// Decodes one query component as Go's `url.QueryUnescape` does.
-fn query_unescape(component: &str) -> Option<String> {
+/// Decodes one query component as Go's `url.QueryUnescape` does; `None`
+/// where Go reports an error (a `%` without two hex digits).
+fn query_unescape(component: &str) -> Option<Vec<u8>> {
     let bytes = component.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -248,46 +258,43 @@ fn query_unescape(component: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
-/// Whether the query turns a GET into a LIST. OpenBao reads the first `list`
-/// value Go's `url.ParseQuery` keeps (pairs with `;` or bad escapes are
-/// dropped). Any `list` value Go might read differently (unparseable, or
-/// several values that disagree) is refused instead of guessed.
-fn list_flag(query: &str) -> Result<bool, PathError> {
-    let mut verdict: Option<bool> = None;
-    for pair in query.split('&') {
-        if pair.contains(';') {
-            // Go drops such pairs, but a proxy might not: refuse if it names `list`.
-            if pair.to_ascii_lowercase().contains("list") {
-                return Err(PathError::BadListFlag);
-            }
-            continue;
-        }
-        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let Some(key) = query_unescape(raw_key) else {
-            if raw_key.to_ascii_lowercase().contains("list") {
-                return Err(PathError::BadListFlag);
-            }
-            continue;
-        };
-        if key != "list" {
-            continue;
-        }
-        let value = query_unescape(raw_value).ok_or(PathError::BadListFlag)?;
-        if value.is_empty() && verdict.is_none() {
-            // Go's Get returns "" and OpenBao treats that as "not a list".
-            verdict = Some(false);
-            continue;
-        }
-        let parsed = parse_go_bool(&value).ok_or(PathError::BadListFlag)?;
-        match verdict {
-            Some(previous) if previous != parsed => return Err(PathError::BadListFlag),
-            _ => verdict = Some(parsed),
-        }
+/// Go's `url.Values.Get(name)` over `url.ParseQuery`: the first value kept
+/// for `name`, where pairs holding a `;` or a bad escape are dropped.
+fn first_query_value(query: &str, name: &[u8]) -> Option<Vec<u8>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.contains(';'))
+        .find_map(|pair| {
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = query_unescape(raw_key)?;
+            let value = query_unescape(raw_value)?;
+            (key == name).then_some(value)
+        })
+}
+
+/// OpenBao's reading of a GET's `list` or `scan` flag: the first value, ""
+/// meaning unset, anything `strconv.ParseBool` rejects answered with 400.
+fn query_flag(query: &str, name: &[u8]) -> Result<bool, PathError> {
+    match first_query_value(query, name) {
+        None => Ok(false),
+        Some(value) if value.is_empty() => Ok(false),
+        Some(value) => std::str::from_utf8(&value)
+            .ok()
+            .and_then(parse_go_bool)
+            .ok_or(PathError::BadListFlag),
     }
-    Ok(verdict.unwrap_or(false))
+}
+
+/// Whether the query turns a GET into a LIST: `list=true`, or `scan=true`
+/// (a recursive LIST). OpenBao refuses both at once, and so does the filter.
+fn lists(query: &str) -> Result<bool, PathError> {
+    match (query_flag(query, b"list")?, query_flag(query, b"scan")?) {
+        (true, true) => Err(PathError::BadListFlag),
+        (list, scan) => Ok(list || scan),
+    }
 }
 
 /// Percent-encodes a clean path so that Go decodes it back to exactly these
@@ -364,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn list_flag_follows_go_parse_bool() {
+    fn list_and_scan_flags_follow_go() {
         for (query, expected) in [
             ("list=true", Ok(true)),
             ("list=1", Ok(true)),
@@ -374,13 +381,27 @@ mod tests {
             ("version=2", Ok(false)),
             ("li%73t=true", Ok(true)),
             ("list=true&list=1", Ok(true)),
-            ("list=true&list=false", Err(PathError::BadListFlag)),
+            // Go's Values.Get reads the first value only.
+            ("list=true&list=false", Ok(true)),
+            ("list=false&list=true", Ok(false)),
+            ("list=true&list=yes", Ok(true)),
+            ("list=&list=true", Ok(false)),
+            // OpenBao answers an unparseable first value with 400.
             ("list=yes", Err(PathError::BadListFlag)),
-            ("a=b;list=true", Err(PathError::BadListFlag)),
+            ("list=%ff", Err(PathError::BadListFlag)),
+            // Pairs Go drops: a semicolon, a bad escape.
+            ("a=b;list=true", Ok(false)),
+            ("list=%zz&list=true", Ok(true)),
+            ("list=t%zz", Ok(false)),
+            ("list+=true", Ok(false)),
+            ("scan=true", Ok(true)),
+            ("scan=1&list=0", Ok(true)),
+            ("scan=maybe", Err(PathError::BadListFlag)),
+            ("scan=true&list=true", Err(PathError::BadListFlag)),
         ] {
             let target = format!("/v1/secret/metadata/ci?{query}");
             assert_eq!(
-                ApiPath::parse(&target).map(|p| p.list_flag),
+                ApiPath::parse(&target).map(|p| p.lists),
                 expected,
                 "{query}"
             );

@@ -262,12 +262,13 @@ impl PolicyEngine {
         let declared_actions: HashSet<&EntityUid> = schema.actions().collect();
         for action in Action::ALL {
             let action_uid = uid(&action_type, action.as_str());
-            if !declared_actions.contains(&action_uid) {
+            if declared_actions.contains(&action_uid) {
+                actions.insert(action, action_uid);
+            } else if action.required_in_schema() {
                 return Err(PolicyError::general(format!(
                     "schema: action {action_uid} is not declared"
                 )));
             }
-            actions.insert(action, action_uid);
         }
 
         let (policies, approvals) = parse_policies(policies_src)?;
@@ -348,7 +349,10 @@ impl PolicyEngine {
             id: "schema-check".into(),
             claims: Map::new(),
         };
-        for action in Action::ALL {
+        for action in Action::ALL
+            .into_iter()
+            .filter(|action| self.actions.contains_key(action))
+        {
             for kind in [
                 ResourceKind::Secret,
                 ResourceKind::Path,
@@ -385,7 +389,12 @@ impl PolicyEngine {
         let action = self
             .actions
             .get(&request.action)
-            .ok_or("action missing from schema")?
+            .ok_or_else(|| {
+                format!(
+                    "the schema does not declare action {:?}",
+                    request.action.as_str()
+                )
+            })?
             .clone();
         let resource_type = self
             .resource_types
@@ -756,17 +765,22 @@ fn load_entities(
     let folder_type = resource_types
         .get(&ResourceKind::Path)
         .ok_or_else(|| PolicyError::general("Path type missing"))?;
-    let resource_type_set: HashSet<&EntityTypeName> = resource_types.values().collect();
     let mut rebuilt = Vec::with_capacity(loaded.len());
     for entity in loaded.iter() {
         let entity_uid = entity.uid();
-        if !resource_type_set.contains(entity_uid.type_name()) {
+        let Some(kind) = resource_types
+            .iter()
+            .find_map(|(kind, name)| (name == entity_uid.type_name()).then_some(*kind))
+        else {
             rebuilt.push(entity.clone());
             continue;
-        }
+        };
         let (entity_uid, attrs, mut parents) = entity.clone().into_inner();
-        let id = entity_uid.id().unescaped().to_owned();
-        if let Some((folder, _)) = id.rsplit_once('/') {
+        let resource = ResourceRef {
+            kind,
+            id: entity_uid.id().unescaped().to_owned(),
+        };
+        if let Some(folder) = resource.ancestors().next() {
             parents.insert(uid(folder_type, folder));
         }
         let entity = Entity::new(entity_uid, attrs, parents)

@@ -22,7 +22,9 @@ fn every_case_in_the_table_classifies_as_listed() {
     let table = table();
     let mounts: BTreeMap<String, String> =
         serde_json::from_value(table["mounts"].clone()).expect("mounts map");
-    let mounts = MountTable::from_config(&mounts).expect("mounts valid");
+    let namespaces: Vec<String> =
+        serde_json::from_value(table["namespaces"].clone()).expect("namespaces list");
+    let mounts = MountTable::from_config(&mounts, &namespaces).expect("mounts valid");
     let cases = table["cases"].as_array().expect("cases");
     assert!(cases.len() >= 60, "the table keeps at least 60 cases");
 
@@ -72,10 +74,13 @@ fn every_case_in_the_table_classifies_as_listed() {
 
 #[test]
 fn canonical_target_is_what_was_classified() {
-    let mounts = MountTable::from_config(&BTreeMap::from([(
-        "secret".to_string(),
-        "kv-v2".to_string(),
-    )]))
+    let mounts = MountTable::from_config(
+        &BTreeMap::from([
+            ("secret".to_string(), "kv-v2".to_string()),
+            ("nsx/secret".to_string(), "kv-v2".to_string()),
+        ]),
+        &["nsx".to_string()],
+    )
     .unwrap();
     let classify = |target: &str| {
         mounts
