@@ -629,14 +629,17 @@ fn pki_route(mount: &str, rest: &[&str], op: Operation) -> Option<(Action, Resou
         | ["intermediate", "generate", _]
         | ["intermediate", "cross-sign"]
         | ["issuers", "generate", _, _] => issue(folder(format!("{mount}/issuer"))),
+        // Importing an issuer or choosing the default one decides who signs.
         ["issuers", "import", _]
         | ["intermediate", "set-signed"]
         | ["config", "ca"]
         | ["root", "replace"] => Some((Action::Write, folder(format!("{mount}/issuer")))),
+        ["config", "issuers"] => by_operation(op, folder(format!("{mount}/issuer"))),
         ["root"] => by_operation(op, folder(format!("{mount}/issuer"))),
         ["key", name] => by_operation(op, secret(format!("{mount}/key/{name}"))),
         ["keys", "generate", _] => issue(folder(format!("{mount}/key"))),
         ["keys", "import"] => Some((Action::Write, folder(format!("{mount}/key")))),
+        ["config", "keys"] => by_operation(op, folder(format!("{mount}/key"))),
         _ => None,
     }
 }
@@ -673,6 +676,8 @@ fn ssh_route(mount: &str, rest: &[&str], op: Operation) -> Option<(Action, Resou
         ["config", "ca"] => by_operation(op, secret(format!("{mount}/config/ca"))),
         ["issuer", name] => by_operation(op, secret(format!("{mount}/issuer/{name}"))),
         ["issuers", "import", ..] => Some((Action::Write, folder(format!("{mount}/issuer")))),
+        // The default issuer decides who signs.
+        ["config", "issuers"] => by_operation(op, folder(format!("{mount}/issuer"))),
         _ => None,
     }
 }
