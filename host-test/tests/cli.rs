@@ -49,7 +49,7 @@ fn run_fails_with_a_failing_scenario_and_passes_the_policy_tests() {
     std::fs::create_dir_all(&dir).unwrap();
     let policies = host_test::repo_root().join("policies");
     let scenario = format!(
-        "config: {{schema: {p}/schema.cedarschema, policies: {p}/policies.cedar, identity: {{source: header}}}}\nscenarios:\n  - name: wrongly expects a pass\n    request: {{path: /v1/secret/data/x, headers: {{x-secretgate-principal: a}}}}\n    expect: {{forwarded: true}}\n",
+        "config: {{schema: {p}/schema.cedarschema, policies: {p}/policies.cedar, mounts: {{secret: kv-v2}}, identity: {{source: header}}}}\nscenarios:\n  - name: wrongly expects a pass\n    request: {{path: /v1/secret/data/x, headers: {{x-secretgate-principal: a}}}}\n    expect: {{forwarded: true}}\n",
         p = policies.display()
     );
     std::fs::write(dir.join("failing.yaml"), scenario).unwrap();
