@@ -61,6 +61,7 @@ sys.path.insert(0, str(REPO_ROOT / "envoy"))
 
 import stack as stack_module  # noqa: E402  (needs the sys.path entry above)
 from stack import (  # noqa: E402
+    CLIENT_ADDRESS_OPTIONS,
     HEADER_IDENTITY,
     LOOPBACK,
     PRINCIPAL_HEADER,
@@ -297,6 +298,8 @@ def bench_envoy_config(mode: str, listen: int, admin: int, upstream: int, authz:
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",
+        # As shipped (envoy/stack.py): the peer is the client, Envoy makes the request id.
+        **CLIENT_ADDRESS_OPTIONS,
         "http_protocol_options": {"allow_custom_methods": True},
         "access_log": [_json_access_log(access_log)],
         "route_config": {

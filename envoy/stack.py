@@ -383,6 +383,23 @@ def _key_pem(key) -> bytes:
 
 # ---------------------------------------------------------------- Envoy configuration
 
+# Who the client is, for the filter: Envoy's source.address (Cedar's
+# context.source_ip, the audit record's source_address) and x-request-id (the
+# record's and every error body's request_id). Without use_remote_address Envoy
+# takes the address from the last X-Forwarded-For entry and keeps a client-sent
+# X-Request-Id, so the client would choose both. With it, source.address is the
+# TCP peer (xff_num_trusted_hops: 0 trusts no X-Forwarded-For entry), and as no
+# internal_address_config is set, Envoy 1.40 treats every peer as external: it
+# replaces a client-sent X-Request-Id with its own and drops client-sent
+# x-envoy-* headers. Do not add an empty internal_address_config: Envoy then
+# falls back to its old list, loopback and the private ranges become internal,
+# and their X-Request-Id is kept (see README, "Client address and request id").
+CLIENT_ADDRESS_OPTIONS = {
+    "use_remote_address": True,
+    "xff_num_trusted_hops": 0,
+    "preserve_external_request_id": False,
+}
+
 
 def envoy_config(
     *,
@@ -409,6 +426,7 @@ def envoy_config(
     connection_manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "secretgate",
+        **CLIENT_ADDRESS_OPTIONS,
         # The bao/vault CLIs send LIST; without this Envoy answers 400 itself.
         "http_protocol_options": {"allow_custom_methods": True},
         "access_log": [_json_access_log(access_log)],

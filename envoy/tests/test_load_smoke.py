@@ -70,3 +70,17 @@ def test_cpu_split_files_each_sample_by_its_stack():
         "envoy": round(2 * per_sample, 1),
         "kernel": round(per_sample, 1),
     }
+
+
+def test_every_benchmarked_envoy_takes_the_client_from_the_peer_as_shipped():
+    """The benchmark measures the configuration users run: use_remote_address, no trusted hop
+    (envoy/tests/test_forwarded_e2e.py shows what it changes)."""
+    load = _load_py()
+    for mode in ("none", "wasm-noop", "sg-allow", "sg-deny", "authz-allow", "authz-deny"):
+        config = load.bench_envoy_config(mode, 1, 2, 3, 4, Path("secretgate.wasm"), {}, Path("access.log"))
+        (listener,) = config["static_resources"]["listeners"]
+        (manager,) = listener["filter_chains"][0]["filters"]
+        options = manager["typed_config"]
+        assert options["use_remote_address"] is True, mode
+        assert options.get("xff_num_trusted_hops", 0) == 0, mode
+        assert "internal_address_config" not in options, mode
