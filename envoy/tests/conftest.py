@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,9 +41,10 @@ def files_containing(run_dir: Path, needles) -> dict[str, list[str]]:
     return found
 
 
-def assert_no_secret_in_files(running: stack_module.Stack) -> None:
-    """After a whole run against a stack: no seeded value in anything Envoy or OpenBao wrote."""
-    leaks = files_containing(running.run_dir, seed_values())
+def assert_no_secret_in_files(running: stack_module.Stack, extra: Iterable[str] = ()) -> None:
+    """After a whole run against a stack: no seeded value, and none of a test's ``extra`` canaries,
+    in anything Envoy or OpenBao wrote."""
+    leaks = files_containing(running.run_dir, [*seed_values(), *extra])
     assert not leaks, f"secret values leaked into {leaks}"
 
 
