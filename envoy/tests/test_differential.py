@@ -7,7 +7,8 @@ Every non-mutating case is sent straight to a private OpenBao (no Envoy, root
 token, path byte for byte) and whatever OpenBao *serves* is the ground truth:
 
 * a table ``Secret::"X"`` may serve only X's values;
-* a table ``Path::"P"`` (action ``list``) may serve only P's own listing;
+* a table ``Path::"P"`` may serve only values under P, and as a listing only
+  P's own listing or (``SCAN``, ``?scan=true``) P's recursive listing;
 * a table ``Endpoint`` may serve no secret value, no KV listing and no wrapped
   response, unless its action is ``unwrap``;
 * a wrapped response may be served only where the table says ``unwrap``;
@@ -276,6 +277,19 @@ class SeededBao:
             self.listings[folder] = self.canonical_listing(folder)
         return self.listings[folder]
 
+    def recursive_listing_of(self, folder: str) -> tuple[str, ...] | None:
+        """What a recursive LIST (SCAN) of P lists: every secret under P, relative to P."""
+        listed = self.listing_of(folder)
+        if listed is None:
+            return None
+        keys = []
+        for key in listed:
+            if key.endswith("/"):
+                keys += [key + sub for sub in self.recursive_listing_of(f"{folder}/{key[:-1]}") or ()]
+            else:
+                keys.append(key)
+        return tuple(sorted(keys))
+
     def folder_listing(self, keys: tuple[str, ...]) -> str | None:
         """Which seeded folder lists exactly these keys."""
         return next((folder for folder, listed in self.listings.items() if listed == keys), None)
@@ -398,10 +412,11 @@ def judge(case: dict, served: list[Served], bao: SeededBao) -> list[str]:
         elif result.secrets:
             problems.append(where + f"OpenBao served {sorted(result.secrets)} for an Endpoint")
         if result.listing is not None:
-            if action == "list" and kind == "Path":
-                canonical = bao.listing_of(rid)
-                if result.listing != canonical:
-                    problems.append(where + f"OpenBao listed {list(result.listing)}, {rid} lists {canonical}")
+            if kind == "Path":
+                # P's own listing (LIST, detailed-metadata) or its recursive one (SCAN), nothing else.
+                own = (bao.listing_of(rid), bao.recursive_listing_of(rid))
+                if result.listing not in own:
+                    problems.append(where + f"OpenBao listed {list(result.listing)}, {rid} lists {own[0]}")
             else:
                 folder = bao.folder_listing(result.listing)
                 if folder is not None:
