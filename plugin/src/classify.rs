@@ -390,8 +390,7 @@ impl MountTable {
             None => Vec::new(),
         };
         // OpenBao answers "namespace not found" unless the whole header is one.
-        if !header_namespace.is_empty() && !self.namespaces.iter().any(|ns| *ns == header_namespace)
-        {
+        if !header_namespace.is_empty() && !self.namespaces.contains(&header_namespace) {
             return Err(PathError::UndeclaredNamespace.into());
         }
         let operation = operation(request.method, path.lists)?;
