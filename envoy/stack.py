@@ -427,6 +427,9 @@ def envoy_config(
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "secretgate",
         **CLIENT_ADDRESS_OPTIONS,
+        # The client learns the id of its audit record on allowed requests
+        # too (refusals carry it in the error body).
+        "always_set_request_id_in_response": True,
         # The bao/vault CLIs send LIST; without this Envoy answers 400 itself.
         "http_protocol_options": {"allow_custom_methods": True},
         "access_log": [_json_access_log(access_log)],
