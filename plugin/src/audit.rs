@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::classify::{Action, MountType};
-use crate::gate::DecisionRecord;
 use crate::masking::{self, MaskRules};
+use crate::record::DecisionRecord;
 
 type HmacSha256 = Hmac<Sha256>;
 

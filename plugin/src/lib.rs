@@ -18,6 +18,7 @@ pub mod pairs;
 pub mod path;
 pub mod policy;
 pub mod policy_text;
+pub mod record;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

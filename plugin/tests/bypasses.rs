@@ -4,7 +4,8 @@
 //! covers every route that touches it.
 
 use secretgate::config::Config;
-use secretgate::gate::{Outcome, RequestFacts, Verdict, VerdictAction};
+use secretgate::gate::{RequestFacts, Verdict, VerdictAction};
+use secretgate::record::Outcome;
 use serde_json::{json, Value};
 
 const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");

@@ -2,8 +2,9 @@
 //! → Cedar, using the demo policy set in `policies/`.
 
 use secretgate::config::{Config, ConfigError};
-use secretgate::gate::{Outcome, RequestFacts, Verdict, VerdictAction};
+use secretgate::gate::{RequestFacts, Verdict, VerdictAction};
 use secretgate::pairs;
+use secretgate::record::Outcome;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "hvs.CAESIJ-this-is-a-vault-token";

@@ -18,9 +18,10 @@ use crate::approval::{parse_reply, ApprovalReply, ReplyError};
 use crate::audit::{self, BodyCapture, ResponseFacts};
 use crate::bundle::{self, BundleError, FetchCycle, FetchReply, FetchRequest, FetchStep};
 use crate::config::Config;
-use crate::gate::{error_body, DecisionRecord, ForwardEdits, RequestFacts, Verdict, VerdictAction};
+use crate::gate::{error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
+use crate::record::DecisionRecord;
 use crate::usage::{self, ReadCounter};
 use abi::HostError;
 
