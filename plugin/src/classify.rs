@@ -111,6 +111,10 @@ pub enum MountType {
     Transit,
     Auth,
     Sys,
+    Ssh,
+    /// An engine Secretgate does not understand: every request under it is
+    /// action `other` on `Endpoint::"<full path>"`.
+    Other,
     /// Built in, never configured: each token's private storage, and the
     /// legacy unwrap route `cubbyhole/response`.
     Cubbyhole,
@@ -127,11 +131,14 @@ impl MountType {
             "transit" => MountType::Transit,
             "auth" => MountType::Auth,
             "sys" => MountType::Sys,
+            "ssh" => MountType::Ssh,
+            "other" => MountType::Other,
             _ => return None,
         })
     }
 
-    pub const NAMES: &'static str = "kv-v1, kv-v2, database, aws, pki, transit, auth, sys";
+    pub const NAMES: &'static str =
+        "kv-v1, kv-v2, database, aws, pki, transit, auth, sys, ssh, other";
 
     /// The configuration name (`cubbyhole` is built in and has no config name).
     pub fn name(self) -> &'static str {
@@ -144,6 +151,8 @@ impl MountType {
             MountType::Transit => "transit",
             MountType::Auth => "auth",
             MountType::Sys => "sys",
+            MountType::Ssh => "ssh",
+            MountType::Other => "other",
             MountType::Cubbyhole => "cubbyhole",
         }
     }
@@ -257,6 +266,13 @@ impl MountTable {
         }
         mounts.sort_by_key(|(segments, _)| std::cmp::Reverse(segments.len()));
         Ok(MountTable { mounts })
+    }
+
+    /// The configured mounts as clean `a/b` paths, longest first.
+    pub fn entries(&self) -> impl Iterator<Item = (String, MountType)> + '_ {
+        self.mounts
+            .iter()
+            .map(|(segments, mount_type)| (join(segments), *mount_type))
     }
 
     /// Longest configured mount prefix; otherwise OpenBao's built-in `sys/`
@@ -388,6 +404,8 @@ fn route(mounted: &Mounted<'_>, op: Operation) -> (Action, ResourceRef) {
     let rest_str: Vec<&str> = rest.iter().map(String::as_str).collect();
 
     match mount_type {
+        // No SSH routes are mapped yet: every request is `other`.
+        MountType::Ssh | MountType::Other => other,
         MountType::Sys => match rest_str.as_slice() {
             ["wrapping", "unwrap"] => (Action::Unwrap, endpoint(full)),
             _ => (Action::Sys, endpoint(full)),
@@ -504,5 +522,43 @@ mod tests {
         assert!(bad("", "kv-v2"));
         assert!(bad("a/../b", "kv-v2"));
         assert!(!bad("/team/secret/", "kv-v2"));
+        assert!(!bad("ssh", "ssh"));
+        assert!(!bad("totp", "other"));
+    }
+
+    #[test]
+    fn entries_are_the_clean_paths_longest_first() {
+        let table = MountTable::from_config(&BTreeMap::from([
+            ("/team/secret/".to_string(), "kv-v2".to_string()),
+            ("totp".to_string(), "other".to_string()),
+        ]))
+        .unwrap();
+        assert_eq!(
+            table.entries().collect::<Vec<_>>(),
+            [
+                ("team/secret".to_string(), MountType::KvV2),
+                ("totp".to_string(), MountType::Other),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_request_under_an_other_mount_is_action_other_on_its_endpoint() {
+        let table =
+            MountTable::from_config(&BTreeMap::from([("totp".to_string(), "other".to_string())]))
+                .unwrap();
+        for (method, target) in [("GET", "/v1/totp/code/x"), ("LIST", "/v1/totp/keys")] {
+            let c = table
+                .classify(&HttpRequest {
+                    method,
+                    target,
+                    namespace: None,
+                })
+                .unwrap();
+            assert_eq!(c.action, Action::Other);
+            assert_eq!(c.resource.kind, ResourceKind::Endpoint);
+            assert_eq!(format!("/v1/{}", c.resource.id), target);
+            assert_eq!(c.mount_type, Some(MountType::Other));
+        }
     }
 }
