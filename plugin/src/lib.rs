@@ -14,6 +14,7 @@ pub mod gate;
 pub mod identity;
 mod masking;
 mod memo;
+pub mod mount_check;
 pub mod pairs;
 pub mod path;
 pub mod policy;

@@ -1,12 +1,20 @@
-//! `secretgate hmac --key-file FILE [VALUE]`: prints the `hmac-sha256:<hex>`
-//! an audit record in HMAC mode shows for VALUE (read from stdin when
-//! omitted), so an auditor can grep the access log for a known secret or
-//! token without the log ever holding it.
+//! The operator's command line, next to the filter:
+//!
+//! - `secretgate hmac --key-file FILE [VALUE]`: prints the `hmac-sha256:<hex>`
+//!   an audit record in HMAC mode shows for VALUE (read from stdin when
+//!   omitted), so an auditor can grep the access log for a known secret or
+//!   token without the log ever holding it.
+//! - `secretgate check-mounts --addr URL --config FILE`: compares the filter
+//!   configuration's mount table with the store's (see `check_mounts`).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use secretgate::audit::{AuditConfig, RawAuditConfig};
+
+// In secretgate/ beside this file, so Cargo does not take it for a binary of its own.
+#[path = "secretgate/check_mounts.rs"]
+mod check_mounts;
 
 const USAGE: &str = "usage: secretgate hmac --key-file FILE [VALUE]
   FILE holds the audit hmac_key (one trailing newline is ignored);
@@ -22,7 +30,7 @@ fn trim_newline(mut text: String) -> String {
     text
 }
 
-fn run(args: &[String]) -> Result<String, String> {
+fn hmac(args: &[String]) -> Result<String, String> {
     let (key_file, value) = match args {
         [command, flag, file] if command == "hmac" && flag == "--key-file" => (file, None),
         [command, flag, file, value] if command == "hmac" && flag == "--key-file" => {
@@ -56,13 +64,20 @@ fn run(args: &[String]) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(digest) => {
-            println!("{digest}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("{message}");
+    match args.first().map(String::as_str) {
+        Some("check-mounts") => check_mounts::main(&args[1..]),
+        Some("hmac") => match hmac(&args) {
+            Ok(digest) => {
+                println!("{digest}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::from(2)
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}\n{}", check_mounts::USAGE);
             ExitCode::from(2)
         }
     }
