@@ -227,9 +227,22 @@ def world(tmp_path_factory):
         "identity": dict(stack_module.HEADER_IDENTITY),
         "audit": dict(stack_module.DEV_AUDIT),
     }
-    with stack_module.Stack(tmp_path_factory.mktemp("bypass-stack"), plugin_config=config) as running:
+    running = stack_module.Stack(tmp_path_factory.mktemp("bypass-stack"), plugin_config=config)
+    try:
+        running.start_bao()
         world = provision(running)
+        # The store has a namespace the configuration deliberately leaves out
+        # (nsy), so the usual start-up check would refuse this stack: check
+        # that it names exactly that difference, then start Envoy anyway.
+        check = running.check_mounts()
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert [line for line in check.stdout.splitlines() if line] == [
+            'namespace "nsy": in the store but not declared in "namespaces" (the filter refuses its requests)'
+        ], check.stdout
+        running.start_envoy()
         yield world
+    finally:
+        running.stop()
     assert_no_secret_in_files(running, world.canaries.values())
 
 
