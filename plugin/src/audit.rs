@@ -18,6 +18,7 @@ use sha2::Sha256;
 
 use crate::classify::{Action, MountType};
 use crate::masking::{self, MaskRules};
+use crate::path::{parse_go_bool, query_unescape};
 use crate::record::DecisionRecord;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -26,6 +27,16 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MAX_CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const REDACTED: &str = "redacted";
+
+/// `list`, `scan` (Go booleans) and `version` (a number) only choose what
+/// OpenBao does; any other value, or another parameter, may be a secret.
+fn is_readable_query_flag(key: &str, value: &str) -> bool {
+    match key {
+        "list" | "scan" => value.is_empty() || parse_go_bool(value).is_some(),
+        "version" => !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    }
+}
 
 /// Metadata keys whose scalar values are not secret, for every mount type.
 const DEFAULT_READABLE_KEYS: &[&str] = &[
@@ -230,6 +241,41 @@ impl AuditConfig {
         Ok(config)
     }
 
+    /// The request target as the audit record shows it: the path as sent,
+    /// each query parameter's name, and its value masked, since OpenBao
+    /// takes tokens there too (`auth/token/lookup?token=…`,
+    /// `sys/wrapping/lookup?token=…`). Only the flags that steer the
+    /// operation stay readable, and only while they hold a flag's value.
+    pub fn loggable_target(&self, target: &str) -> String {
+        let Some((path, query)) = target.split_once('?') else {
+            return target.to_owned();
+        };
+        let mut out = String::with_capacity(target.len());
+        out.push_str(path);
+        out.push('?');
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            let Some((key, value)) = pair.split_once('=') else {
+                out.push_str(pair);
+                continue;
+            };
+            out.push_str(key);
+            out.push('=');
+            if is_readable_query_flag(key, value) {
+                out.push_str(value);
+            } else {
+                let decoded = query_unescape(value).unwrap_or_else(|| value.as_bytes().to_vec());
+                match self.hmac_hex(&decoded) {
+                    Some(hmac) => out.push_str(&hmac),
+                    None => out.push_str(REDACTED),
+                }
+            }
+        }
+        out
+    }
+
     /// `hmac-sha256:<hex>` of a value, or `None` in redaction mode.
     pub fn hmac_hex(&self, value: &[u8]) -> Option<String> {
         let mut mac = self.hmac.clone()?;
@@ -238,13 +284,15 @@ impl AuditConfig {
     }
 
     /// Masks a JSON body: structure and keys stay; strings and numbers are
-    /// masked unless their key is readable; booleans and nulls stay. A LIST
-    /// response's `data.keys` becomes `{"count": N}` unless `list_keys`.
+    /// masked unless their key is readable; booleans and nulls stay. In a
+    /// LIST response (`listing`), `data.keys` and `data.key_info` (whose
+    /// member names are the child names) become `{"count": N}` unless
+    /// `list_keys`.
     /// `None` when the body is not JSON.
     pub fn mask_json(
         &self,
         body: &[u8],
-        action: Option<Action>,
+        listing: bool,
         mount_type: Option<&str>,
     ) -> Option<String> {
         let rules = MaskScope {
@@ -252,16 +300,16 @@ impl AuditConfig {
             readable: mount_type
                 .and_then(|m| self.readable_by_mount.get(m))
                 .unwrap_or(&self.readable_default),
-            list_response: action == Some(Action::List),
+            list_response: listing,
         };
         masking::mask_json(body, &rules).ok()
     }
 
     /// [`AuditConfig::mask_json`] of a parsed value, for callers holding one.
-    pub fn mask(&self, body: &Value, action: Option<Action>, mount_type: Option<&str>) -> Value {
+    pub fn mask(&self, body: &Value, listing: bool, mount_type: Option<&str>) -> Value {
         serde_json::to_vec(body)
             .ok()
-            .and_then(|bytes| self.mask_json(&bytes, action, mount_type))
+            .and_then(|bytes| self.mask_json(&bytes, listing, mount_type))
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or(Value::Null)
     }
@@ -426,12 +474,7 @@ impl BodyCapture {
 
     /// The body as the audit record shows it, as JSON text:
     /// `{"size", "json": <masked>}` or `{"size", "hmac"?, "not_logged"}`.
-    pub fn render(
-        &self,
-        config: &AuditConfig,
-        action: Option<Action>,
-        mount_type: Option<&str>,
-    ) -> String {
+    pub fn render(&self, config: &AuditConfig, listing: bool, mount_type: Option<&str>) -> String {
         let unlogged = |flag: &str| {
             let mut out = Map::new();
             out.insert("size".into(), json!(self.seen));
@@ -447,7 +490,7 @@ impl BodyCapture {
         if self.truncated() {
             return unlogged("over_max_body_bytes");
         }
-        match config.mask_json(&self.captured, action, mount_type) {
+        match config.mask_json(&self.captured, listing, mount_type) {
             Some(masked) => format!("{{\"size\":{},\"json\":{masked}}}", self.seen),
             None => unlogged("not_json"),
         }
@@ -529,7 +572,7 @@ pub fn render(
     let mount_type = record.mount_type.map(MountType::name);
     let body = |capture: Option<&BodyCapture>| {
         let capture = capture.filter(|c| !c.is_empty())?;
-        RawValue::from_string(capture.render(config, record.action, mount_type)).ok()
+        RawValue::from_string(capture.render(config, record.listing, mount_type)).ok()
     };
     let claims: Map<String, Value> = config
         .claims

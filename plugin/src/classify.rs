@@ -238,6 +238,9 @@ pub struct Classification {
     pub namespace: String,
     /// The mount's type.
     pub mount_type: Option<MountType>,
+    /// OpenBao runs it as a LIST (or SCAN): its answer names children,
+    /// whatever the action (`detailed-metadata` is a `read`).
+    pub listing: bool,
 }
 
 /// The configured namespaces and mounts (as segment lists), longest first.
@@ -422,6 +425,7 @@ impl MountTable {
             canonical_target,
             namespace: full[..mounted.namespace_len].join("/"),
             mount_type: Some(mounted.mount_type),
+            listing: operation == Operation::List,
         })
     }
 }

@@ -115,14 +115,34 @@ fn refused_header(headers: &[(&[u8], &[u8])]) -> Option<&'static str> {
     })
 }
 
-/// The Vault token as sent: `X-Vault-Token`, else `Authorization: Bearer`.
+/// The Vault token OpenBao will use (its `getTokenFromReq`): the first
+/// `X-Vault-Token` unless empty, else the first `Authorization` value that
+/// starts with `Bearer `, trimmed as Go's `strings.TrimSpace` trims.
 fn vault_token<'a>(headers: &[(&'a [u8], &'a [u8])]) -> Option<&'a [u8]> {
-    if let Some(token) = header_values(headers, VAULT_TOKEN_HEADER).first() {
+    if let Some(token) = header_values(headers, VAULT_TOKEN_HEADER)
+        .first()
+        .filter(|token| !token.is_empty())
+    {
         return Some(token);
     }
     header_values(headers, AUTHORIZATION_HEADER)
-        .first()
-        .and_then(|value| value.strip_prefix(b"Bearer ".as_slice()))
+        .into_iter()
+        .find_map(|value| value.strip_prefix(b"Bearer ".as_slice()))
+        .map(trim_go_space)
+        .filter(|token| !token.is_empty())
+}
+
+/// Go's `strings.TrimSpace`: ASCII white space and U+0085, U+00A0.
+fn trim_go_space(mut bytes: &[u8]) -> &[u8] {
+    loop {
+        bytes = match bytes {
+            [b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ', rest @ ..] => rest,
+            [0xC2, 0x85 | 0xA0, rest @ ..] => rest,
+            [rest @ .., b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '] => rest,
+            [rest @ .., 0xC2, 0x85 | 0xA0] => rest,
+            _ => return bytes,
+        };
+    }
 }
 
 /// The IP of Envoy's `source.address` (`1.2.3.4:5`, `[::1]:5`).
@@ -168,7 +188,7 @@ impl Config {
         let mut record = DecisionRecord::new(
             request_id,
             facts.method,
-            facts.target,
+            &self.audit.loggable_target(facts.target),
             facts.source_address,
             facts.now_nanos,
         );
@@ -237,6 +257,7 @@ impl Config {
         record.resource = Some(classification.resource.clone());
         record.namespace = classification.namespace.clone();
         record.mount_type = classification.mount_type;
+        record.listing = classification.listing;
 
         let Some(ip) = facts.source_address.and_then(source_ip) else {
             let reason = "source address unavailable".to_owned();

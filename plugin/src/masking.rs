@@ -93,7 +93,7 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
     fn value(&mut self, place: Place, depth: usize) -> Result<(), NotJson> {
         self.skip_whitespace();
         match self.peek()? {
-            b'{' => self.object(place, depth + 1),
+            b'{' => self.object(place, depth + 1).map(|_| ()),
             b'[' => self.array(place, depth + 1).map(|_| ()),
             b'"' => {
                 let text = self.string()?;
@@ -117,7 +117,8 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
         }
     }
 
-    fn object(&mut self, place: Place, depth: usize) -> Result<(), NotJson> {
+    /// Returns how many members the object held.
+    fn object(&mut self, place: Place, depth: usize) -> Result<usize, NotJson> {
         if depth >= MAX_DEPTH {
             return Err(NotJson);
         }
@@ -132,9 +133,9 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
             if write {
                 self.out.push('}');
             }
-            return Ok(());
+            return Ok(0);
         }
-        let mut first = true;
+        let mut members = 0;
         loop {
             self.skip_whitespace();
             if self.peek()? != b'"' {
@@ -144,20 +145,20 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
             let scratch = std::mem::take(&mut self.scratch);
             let key = self.text(&key, &scratch)?;
             if write {
-                if !first {
+                if members > 0 {
                     self.out.push(',');
                 }
                 write_json_string(key, &mut self.out);
                 self.out.push(':');
             }
-            first = false;
+            members += 1;
             self.skip_whitespace();
             self.expect_byte(b':')?;
             self.skip_whitespace();
-            let names = place == Place::TopData
-                && key == "keys"
-                && self.rules.list_response()
-                && self.peek()? == b'[';
+            let listing = place == Place::TopData && self.rules.list_response();
+            let names = listing && key == "keys" && self.peek()? == b'[';
+            // `detailed-metadata` LIST: one member per child, named after it.
+            let names_by_key = listing && key == "key_info" && self.peek()? == b'{';
             let child = match place {
                 Place::Verbatim | Place::Counted => place,
                 _ if names => Place::Counted,
@@ -170,6 +171,9 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
                 self.array(Place::Verbatim, depth + 1)?;
             } else if names {
                 let count = self.array(Place::Counted, depth + 1)?;
+                let _ = write!(self.out, "{{\"count\":{count}}}");
+            } else if names_by_key && !self.rules.list_names_shown() {
+                let count = self.object(Place::Counted, depth + 1)?;
                 let _ = write!(self.out, "{{\"count\":{count}}}");
             } else {
                 self.value(child, depth)?;
@@ -184,7 +188,7 @@ impl<'a, R: MaskRules> Transcoder<'a, R> {
         if write {
             self.out.push('}');
         }
-        Ok(())
+        Ok(members)
     }
 
     /// Returns how many items the array held.

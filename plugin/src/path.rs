@@ -226,7 +226,7 @@ fn clean_segments(decoded: &str) -> (Vec<String>, Option<usize>) {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
+pub fn parse_go_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -236,7 +236,7 @@ fn parse_go_bool(value: &str) -> Option<bool> {
 
 /// Decodes one query component as Go's `url.QueryUnescape` does; `None`
 /// where Go reports an error (a `%` without two hex digits).
-fn query_unescape(component: &str) -> Option<Vec<u8>> {
+pub fn query_unescape(component: &str) -> Option<Vec<u8>> {
     let bytes = component.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -63,6 +63,8 @@ pub struct DecisionRecord {
     pub namespace: String,
     pub source_address: Option<String>,
     pub mount_type: Option<MountType>,
+    /// The request is a LIST: the audit counts the names its answer holds.
+    pub listing: bool,
     /// The principal's schema-declared claims (the audit keeps an allowlist).
     pub claims: Map<String, Value>,
     pub token_hmac: Option<String>,
@@ -103,6 +105,7 @@ impl DecisionRecord {
             namespace: String::new(),
             source_address: source_address.map(str::to_owned),
             mount_type: None,
+            listing: false,
             claims: Map::new(),
             token_hmac: None,
             approval: None,
