@@ -192,3 +192,55 @@ def test_the_hmac_command_finds_a_value_in_the_log(audited, tmp_path):
     by_stdin = subprocess.run(command, input=canaries["kv2"] + "\n", capture_output=True, text=True, check=True).stdout.strip()
     assert by_argument == by_stdin == keyed(canaries["kv2"])
     assert by_argument in stack.path("access.log").read_text()
+
+
+def test_a_token_in_a_query_string_never_reaches_the_record(audited):
+    """OpenBao takes tokens as `?token=`; the record keeps the name and the value's HMAC only."""
+    stack, canaries = audited
+    envoy = RawClient(stack.envoy_url, vault_token=canaries["token"])
+    jwt = stack.mint_jwt({})
+    for path in ("/v1/auth/token/lookup", "/v1/sys/wrapping/lookup"):
+        target = f"{path}?token={canaries['token']}"
+        response = envoy.get(target, jwt=jwt)
+        assert response.status == 403, response.text
+        assert canaries["token"] not in response.text
+        record = record_for(stack, "GET", f"{path}?token={keyed(canaries['token'])}")
+        assert record["decision"] == "deny"
+    # The teardown scan proves the token is in no file Envoy or OpenBao wrote.
+
+
+def test_the_token_hmac_is_of_the_token_openbao_used(audited):
+    """An empty X-Vault-Token and a Bearer token with extra spaces: OpenBao uses the trimmed Bearer token."""
+    stack, canaries = audited
+    jwt = stack.mint_jwt({})
+    envoy = RawClient(stack.envoy_url)
+    path = "/v1/secret/data/ci/acme/api/canary"
+    for headers in (
+        {"X-Vault-Token": "", "Authorization": f"Bearer {canaries['token']}"},
+        {"Authorization": f"Bearer  {canaries['token']}"},
+    ):
+        before = len(audit_records(stack))
+        response = envoy.get(path, jwt=jwt, headers=headers)
+        assert response.status == 200, f"OpenBao used the token: {response.text}"
+        assert response.json()["data"]["data"]["value"] == canaries["kv2"]
+        wait_for_records(stack, before + 1)
+        record = [r for r in audit_records(stack)[before:] if r["path"] == path][-1]
+        assert record["token_hmac"] == keyed(canaries["token"]), headers
+
+
+def test_a_detailed_metadata_list_records_how_many_children_not_their_names(audited):
+    stack, canaries = audited
+    child = f"child-{uuid.uuid4().hex}"
+    direct = RawClient(stack.bao_url, vault_token=stack.root_token)
+    written = direct.request("POST", f"/v1/secret/data/ci/acme/api/{child}", body={"data": {"v": "x"}})
+    assert written.status == 200, written.text
+    envoy = RawClient(stack.envoy_url, vault_token=canaries["token"])
+    listed = envoy.list("/v1/secret/detailed-metadata/ci/acme/api", jwt=stack.mint_jwt({}))
+    assert listed.status == 200, listed.text
+    assert child in listed.json()["data"]["key_info"], "OpenBao names the child; the record must not"
+    record = record_for(stack, "LIST", "/v1/secret/detailed-metadata/ci/acme/api")
+    assert record["action"] == "read"
+    data = record["response_body"]["json"]["data"]
+    children = len(listed.json()["data"]["keys"])
+    assert data["keys"] == {"count": children} and data["key_info"] == {"count": children}
+    assert child not in json.dumps(record)
