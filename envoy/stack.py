@@ -535,7 +535,9 @@ def _json_access_log(path: Path) -> dict:
     fields = {
         "start_time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
-        "path": "%REQ(:PATH)%",
+        # Without the query: OpenBao takes tokens as `?token=` (the audit
+        # record's own `path` masks query values).
+        "path": "%PATH(NQ)%",
         "response_code": "%RESPONSE_CODE%",
         "response_code_details": "%RESPONSE_CODE_DETAILS%",
         "response_flags": "%RESPONSE_FLAGS%",

@@ -201,7 +201,9 @@ def test_a_token_in_a_query_string_never_reaches_the_record(audited):
     jwt = stack.mint_jwt({})
     for path in ("/v1/auth/token/lookup", "/v1/sys/wrapping/lookup"):
         target = f"{path}?token={canaries['token']}"
+        before = len(audit_records(stack))
         response = envoy.get(target, jwt=jwt)
+        wait_for_records(stack, before + 1)
         assert response.status == 403, response.text
         assert canaries["token"] not in response.text
         record = record_for(stack, "GET", f"{path}?token={keyed(canaries['token'])}")
@@ -228,19 +230,25 @@ def test_the_token_hmac_is_of_the_token_openbao_used(audited):
         assert record["token_hmac"] == keyed(canaries["token"]), headers
 
 
-def test_a_detailed_metadata_list_records_how_many_children_not_their_names(audited):
-    stack, canaries = audited
-    child = f"child-{uuid.uuid4().hex}"
-    direct = RawClient(stack.bao_url, vault_token=stack.root_token)
-    written = direct.request("POST", f"/v1/secret/data/ci/acme/api/{child}", body={"data": {"v": "x"}})
-    assert written.status == 200, written.text
-    envoy = RawClient(stack.envoy_url, vault_token=canaries["token"])
-    listed = envoy.list("/v1/secret/detailed-metadata/ci/acme/api", jwt=stack.mint_jwt({}))
+def test_a_detailed_metadata_list_records_how_many_children_not_their_names(make_stack):
+    """`LIST detailed-metadata/<folder>` answers with every child's name as a `key_info` member."""
+    config = stack_module.plugin_config(stack_module.POLICIES_DIR, stack_module.JWT_IDENTITY)
+    config["audit"] = dict(stack_module.DEV_AUDIT)
+    running = make_stack(config).start()
+    children = sorted(f"child-{uuid.uuid4().hex}" for _ in range(3))
+    direct = RawClient(running.bao_url, vault_token=running.root_token)
+    for child in children:
+        written = direct.request("POST", f"/v1/secret/data/ci/acme/api/{child}", body={"data": {"v": "x"}})
+        assert written.status == 200, written.text
+    envoy = RawClient(running.envoy_url, vault_token=running.root_token)
+    folder = "/v1/secret/detailed-metadata/ci/acme/api"
+    listed = envoy.list(folder, jwt=running.mint_jwt({}))
     assert listed.status == 200, listed.text
-    assert child in listed.json()["data"]["key_info"], "OpenBao names the child; the record must not"
-    record = record_for(stack, "LIST", "/v1/secret/detailed-metadata/ci/acme/api")
-    assert record["action"] == "read"
+    assert set(children) <= set(listed.json()["data"]["key_info"]), "OpenBao names the children"
+    running.access_log_lines(at_least=1)
+    (record,) = [r for r in audit_records(running) if r["method"] == "LIST" and r["path"] == folder]
+    assert record["action"] == "read" and record["decision"] == "allow"
     data = record["response_body"]["json"]["data"]
-    children = len(listed.json()["data"]["keys"])
-    assert data["keys"] == {"count": children} and data["key_info"] == {"count": children}
-    assert child not in json.dumps(record)
+    count = len(listed.json()["data"]["keys"])
+    assert data["keys"] == {"count": count} and data["key_info"] == {"count": count}
+    assert not any(child in json.dumps(record) for child in children)
