@@ -8,6 +8,7 @@
 //! that is not JSON, or larger than the capture limit, is never logged: only
 //! its size and (in HMAC mode) the HMAC of every byte seen.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
@@ -246,9 +247,9 @@ impl AuditConfig {
     /// takes tokens there too (`auth/token/lookup?token=…`,
     /// `sys/wrapping/lookup?token=…`). Only the flags that steer the
     /// operation stay readable, and only while they hold a flag's value.
-    pub fn loggable_target(&self, target: &str) -> String {
+    pub fn loggable_target<'a>(&self, target: &'a str) -> Cow<'a, str> {
         let Some((path, query)) = target.split_once('?') else {
-            return target.to_owned();
+            return Cow::Borrowed(target);
         };
         let mut out = String::with_capacity(target.len());
         out.push_str(path);
@@ -273,7 +274,7 @@ impl AuditConfig {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     /// `hmac-sha256:<hex>` of a value, or `None` in redaction mode.

@@ -339,11 +339,13 @@ impl MountTable {
         Ok(table)
     }
 
-    /// The configured mounts (namespace prefix included) and their types.
-    pub fn mounts(&self) -> impl Iterator<Item = (String, MountType)> + '_ {
-        self.mounts
-            .iter()
-            .map(|(segments, mount_type)| (segments.join("/"), *mount_type))
+    /// The configured mounts as (namespace, path inside it, type), the
+    /// namespace resolved as requests resolve it (`""` for root).
+    pub fn mounts(&self) -> impl Iterator<Item = (String, String, MountType)> + '_ {
+        self.mounts.iter().map(|(segments, mount_type)| {
+            let (namespace, local) = segments.split_at(self.namespace_len(segments));
+            (namespace.join("/"), local.join("/"), *mount_type)
+        })
     }
 
     /// The declared namespaces, their parents included.

@@ -46,8 +46,8 @@ struct RawMountConfig {
 /// validates them.
 #[derive(Debug, Clone)]
 pub struct ConfiguredMounts {
-    /// Clean mount paths (namespace prefix included) and their types.
-    mounts: Vec<(String, MountType)>,
+    /// Namespace, mount path inside it, and type.
+    mounts: Vec<(String, String, MountType)>,
     /// Every declared namespace, parents included: `team/a` declares `team`.
     namespaces: BTreeSet<String>,
 }
@@ -81,18 +81,6 @@ impl ConfiguredMounts {
         std::iter::once(String::new())
             .chain(self.namespaces.intersection(in_store).cloned())
             .collect()
-    }
-
-    /// Splits a configured path into its namespace (the longest declared one
-    /// that is a proper prefix, `""` for root) and the path inside it.
-    fn split_namespace<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
-        let mut best = ("", path);
-        for (i, _) in path.match_indices('/') {
-            if self.namespaces.contains(&path[..i]) {
-                best = (&path[..i], &path[i + 1..]);
-            }
-        }
-        best
     }
 }
 
@@ -419,8 +407,7 @@ pub fn compare(config: &ConfiguredMounts, store: &StoreMounts) -> Vec<Difference
 
     // Configured mounts by namespace, then by path inside it.
     let mut configured: BTreeMap<&str, BTreeMap<&str, MountType>> = BTreeMap::new();
-    for (path, mount_type) in &config.mounts {
-        let (namespace, local) = config.split_namespace(path);
+    for (namespace, local, mount_type) in &config.mounts {
         configured
             .entry(namespace)
             .or_default()
@@ -771,9 +758,15 @@ mod tests {
 
     #[test]
     fn a_mount_is_in_the_longest_declared_namespace_and_never_one_itself() {
-        let config = config(json!({"namespaces": ["nsx"], "mounts": {"nsx/a": "kv-v2"}}));
-        assert_eq!(config.split_namespace("nsx/a/b"), ("nsx", "a/b"));
-        assert_eq!(config.split_namespace("kv"), ("", "kv"));
+        let config =
+            config(json!({"namespaces": ["nsx"], "mounts": {"nsx/a/b": "kv-v2", "kv": "kv-v1"}}));
+        assert_eq!(
+            config.mounts,
+            [
+                ("nsx".to_owned(), "a/b".to_owned(), MountType::KvV2),
+                (String::new(), "kv".to_owned(), MountType::KvV1),
+            ]
+        );
         // OpenBao resolves `nsx/` as the namespace first, as the filter does.
         let clash = ConfiguredMounts::from_json(
             json!({"namespaces": ["nsx"], "mounts": {"nsx": "kv-v2"}})

@@ -58,7 +58,7 @@ pub struct DecisionRecord {
     pub time_nanos: u64,
     pub request_id: String,
     pub method: String,
-    /// The raw `:path` as the client sent it (cut at 2 KiB).
+    /// The `:path` as the client sent it, query values masked (cut at 2 KiB).
     pub path: String,
     pub namespace: String,
     pub source_address: Option<String>,
