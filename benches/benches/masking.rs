@@ -4,6 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use secretgate::audit::{AuditConfig, RawAuditConfig};
+use secretgate::classify::MountType;
+use secretgate::shapes::BodyKind;
 use serde_json::{json, Map, Value};
 
 /// A KV v2 read response of roughly `target` bytes: many string secrets
@@ -36,11 +38,15 @@ fn vault_body(target: usize) -> Vec<u8> {
     }
 }
 
+/// The throughput rows mask whole bodies of up to 1 MiB, far past the
+/// default masking bounds, so they lift them.
 fn hmac_config(max_body_bytes: usize) -> AuditConfig {
     let raw: RawAuditConfig = serde_json::from_value(json!({
         "mode": "hmac-sha256",
         "hmac_key": "bench-audit-key-0123456789abcdef",
         "max_body_bytes": max_body_bytes,
+        "max_masked_values": 1 << 20,
+        "max_masked_body_bytes": 64 << 20,
     }))
     .unwrap();
     AuditConfig::from_raw(raw).unwrap()
@@ -50,6 +56,8 @@ fn redact_config(max_body_bytes: usize) -> AuditConfig {
     let raw: RawAuditConfig = serde_json::from_value(json!({
         "mode": "redact",
         "max_body_bytes": max_body_bytes,
+        "max_masked_values": 1 << 20,
+        "max_masked_body_bytes": 64 << 20,
     }))
     .unwrap();
     AuditConfig::from_raw(raw).unwrap()
@@ -68,7 +76,7 @@ fn masking(c: &mut Criterion) {
                 b.iter(|| {
                     let mut capture = config.capture();
                     capture.feed(body);
-                    capture.render(&config, false, Some("kv-v2"))
+                    capture.render(&config, kv_v2_answer())
                 })
             });
         }
@@ -76,5 +84,41 @@ fn masking(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, masking);
+fn kv_v2_answer() -> BodyKind {
+    BodyKind::response(Some(MountType::KvV2), false)
+}
+
+/// The worst body per byte: `[1,1,1,...]` stored as a secret, 64 KiB of
+/// two-byte values, each of which would become a 78-byte HMAC. The masking
+/// bound (`max_masked_values`, 1,024 by default) stops it early; the row
+/// "unbounded" shows what it would cost without one.
+fn many_tiny_values(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mask_many_tiny_values");
+    let body = format!(
+        "{{\"data\":{{\"data\":{{\"v\":[{}1]}}}}}}",
+        "1,".repeat(32_700)
+    )
+    .into_bytes();
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    let defaults: RawAuditConfig = serde_json::from_value(json!({
+        "mode": "hmac-sha256",
+        "hmac_key": "bench-audit-key-0123456789abcdef",
+    }))
+    .unwrap();
+    for (label, config) in [
+        ("default-bounds", AuditConfig::from_raw(defaults).unwrap()),
+        ("unbounded", hmac_config(64 * 1024)),
+    ] {
+        group.bench_with_input(BenchmarkId::new("hmac-sha256", label), &body, |b, body| {
+            b.iter(|| {
+                let mut capture = config.capture();
+                capture.feed(body);
+                capture.render(&config, kv_v2_answer())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, masking, many_tiny_values);
 criterion_main!(benches);

@@ -18,15 +18,32 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::classify::{Action, MountType};
-use crate::masking::{self, MaskRules};
+pub use crate::masking::MaskLimits;
+use crate::masking::{self, MaskRules, Unmasked};
 use crate::path::{parse_go_bool, query_unescape};
-use crate::record::DecisionRecord;
+use crate::record::{DecisionRecord, Outcome};
+use crate::shapes::BodyKind;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Largest capture limit accepted: bodies are copied into the VM's memory.
 pub const MAX_CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// About four times what a KV secret of a dozen values needs; a body with
+/// more values is summarised, so one record costs at most this many HMACs.
+const DEFAULT_MAX_MASKED_VALUES: usize = 1024;
+const MAX_MASKED_VALUES_LIMIT: usize = 1 << 20;
+/// A default-sized body (64 KiB) of ordinary secrets masks well below this.
+const DEFAULT_MAX_MASKED_BODY_BYTES: usize = 256 * 1024;
+const MIN_MASKED_BODY_BYTES: usize = 1024;
+const MAX_MASKED_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// Two bodies at the default masking bound, with room for the rest.
+const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// A compact record (no claims, no bodies, the path cut at 2 KiB) fits.
+const MIN_RECORD_BYTES: usize = 4 * 1024;
+const MAX_RECORD_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+/// A compact record cuts the principal's id to this many bytes.
+const COMPACT_PRINCIPAL_BYTES: usize = 256;
 const REDACTED: &str = "redacted";
 
 /// `list`, `scan` (Go booleans) and `version` (a number) only choose what
@@ -38,41 +55,6 @@ fn is_readable_query_flag(key: &str, value: &str) -> bool {
         _ => false,
     }
 }
-
-/// Metadata keys whose scalar values are not secret, for every mount type.
-const DEFAULT_READABLE_KEYS: &[&str] = &[
-    "request_id",
-    "lease_id",
-    "lease_duration",
-    "renewable",
-    "version",
-    "versions",
-    "created_time",
-    "updated_time",
-    "deletion_time",
-    "destroyed",
-    "current_version",
-    "oldest_version",
-    "max_versions",
-    "cas_required",
-    "delete_version_after",
-    "cas",
-    "ttl",
-    "type",
-    "warnings",
-    "errors",
-    "mount_type",
-    "policies",
-    "token_policies",
-    "identity_policies",
-    "token_type",
-    "orphan",
-    "num_uses",
-    "expiration",
-    "creation_time",
-    "creation_ttl",
-    "serial_number",
-];
 
 /// Keys that carry credentials: always masked, never configurable as readable.
 const NEVER_READABLE_KEYS: &[&str] = &[
@@ -122,13 +104,32 @@ pub struct RawAuditConfig {
     #[serde(default)]
     max_body_bytes: Option<usize>,
     #[serde(default)]
+    max_masked_values: Option<usize>,
+    #[serde(default)]
+    max_masked_body_bytes: Option<usize>,
+    #[serde(default)]
     claims: Option<Vec<String>>,
-    /// Extra readable keys per mount type (`kv-v2`, ..., or `default` for all).
+    /// Extra readable fields of an engine's answer, per mount type (`kv-v2`,
+    /// ..., or `default` for all).
     #[serde(default)]
     readable_keys: BTreeMap<String, Vec<String>>,
     /// Log the names a LIST returns (default: only how many).
     #[serde(default)]
     list_keys: bool,
+    #[serde(default)]
+    on_failure: Option<String>,
+    #[serde(default)]
+    max_record_bytes: Option<usize>,
+}
+
+/// What happens to a request whose audit record cannot be handed to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Answer 503 `audit unavailable` and forward nothing, as Vault refuses
+    /// a request it cannot audit.
+    Deny,
+    /// Go on, with a compact record if one fits, and count the loss.
+    Log,
 }
 
 /// The validated audit settings.
@@ -138,11 +139,15 @@ pub struct AuditConfig {
     /// Keyed HMAC state, cloned per use (never printed).
     hmac: Option<HmacSha256>,
     pub max_body_bytes: usize,
+    pub mask_limits: MaskLimits,
     pub claims: Vec<String>,
     readable_default: KeySet,
     /// Per mount type: the default keys plus that mount's own.
-    readable_by_mount: BTreeMap<String, KeySet>,
+    readable_by_mount: BTreeMap<&'static str, KeySet>,
     pub list_keys: bool,
+    pub on_failure: OnFailure,
+    /// A rendered record longer than this is not handed to Envoy.
+    pub max_record_bytes: usize,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -161,10 +166,16 @@ impl Default for AuditConfig {
             mode: MaskMode::Redact,
             hmac: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            mask_limits: MaskLimits {
+                max_masked_values: DEFAULT_MAX_MASKED_VALUES,
+                max_masked_body_bytes: DEFAULT_MAX_MASKED_BODY_BYTES,
+            },
             claims: DEFAULT_CLAIMS.iter().map(|c| (*c).to_owned()).collect(),
-            readable_default: KeySet::new(DEFAULT_READABLE_KEYS.iter().map(|k| (*k).to_owned())),
+            readable_default: KeySet::default(),
             readable_by_mount: BTreeMap::new(),
             list_keys: false,
+            on_failure: OnFailure::Deny,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -211,15 +222,32 @@ impl AuditConfig {
             }
             config.max_body_bytes = limit;
         }
+        if let Some(values) = raw.max_masked_values {
+            if !(1..=MAX_MASKED_VALUES_LIMIT).contains(&values) {
+                return Err(format!(
+                    "max_masked_values {values} is not between 1 and {MAX_MASKED_VALUES_LIMIT}"
+                ));
+            }
+            config.mask_limits.max_masked_values = values;
+        }
+        if let Some(bytes) = raw.max_masked_body_bytes {
+            if !(MIN_MASKED_BODY_BYTES..=MAX_MASKED_BODY_BYTES_LIMIT).contains(&bytes) {
+                return Err(format!(
+                    "max_masked_body_bytes {bytes} is not between {MIN_MASKED_BODY_BYTES} and {MAX_MASKED_BODY_BYTES_LIMIT}"
+                ));
+            }
+            config.mask_limits.max_masked_body_bytes = bytes;
+        }
         if let Some(claims) = raw.claims {
             config.claims = claims;
         }
         for (mount_type, keys) in raw.readable_keys {
-            if mount_type != "default" && MountType::parse(&mount_type).is_none() {
-                return Err(format!(
-                    "readable_keys: {mount_type:?} is not a mount type (or \"default\")"
-                ));
-            }
+            let mount = match mount_type.as_str() {
+                "default" => None,
+                name => Some(MountType::parse(name).ok_or_else(|| {
+                    format!("readable_keys: {mount_type:?} is not a mount type (or \"default\")")
+                })?),
+            };
             if let Some(key) = keys
                 .iter()
                 .find(|k| NEVER_READABLE_KEYS.contains(&k.as_str()))
@@ -228,10 +256,9 @@ impl AuditConfig {
                     "readable_keys: {key:?} carries credentials and is always masked"
                 ));
             }
-            let set = if mount_type == "default" {
-                &mut config.readable_default
-            } else {
-                config.readable_by_mount.entry(mount_type).or_default()
+            let set = match mount {
+                None => &mut config.readable_default,
+                Some(mount) => config.readable_by_mount.entry(mount.name()).or_default(),
             };
             set.extend(keys);
         }
@@ -239,6 +266,23 @@ impl AuditConfig {
             set.extend(config.readable_default.0.iter().cloned());
         }
         config.list_keys = raw.list_keys;
+        config.on_failure = match raw.on_failure.as_deref() {
+            None | Some("deny") => OnFailure::Deny,
+            Some("log") => OnFailure::Log,
+            Some(other) => {
+                return Err(format!(
+                    "on_failure {other:?} is not one of \"deny\", \"log\""
+                ))
+            }
+        };
+        if let Some(bytes) = raw.max_record_bytes {
+            if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES_LIMIT).contains(&bytes) {
+                return Err(format!(
+                    "max_record_bytes {bytes} is not between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES_LIMIT}"
+                ));
+            }
+            config.max_record_bytes = bytes;
+        }
         Ok(config)
     }
 
@@ -284,33 +328,31 @@ impl AuditConfig {
         Some(hex_tagged(&mac.finalize().into_bytes()))
     }
 
-    /// Masks a JSON body: structure and keys stay; strings and numbers are
-    /// masked unless their key is readable; booleans and nulls stay. In a
-    /// LIST response (`listing`), `data.keys` and `data.key_info` (whose
-    /// member names are the child names) become `{"count": N}` unless
-    /// `list_keys`.
-    /// `None` when the body is not JSON.
-    pub fn mask_json(
-        &self,
-        body: &[u8],
-        listing: bool,
-        mount_type: Option<&str>,
-    ) -> Option<String> {
+    /// Masks a JSON body of `kind`: keys and structure stay; strings and
+    /// numbers are masked unless the body's shape keeps them
+    /// ([`crate::shapes`]); booleans and nulls stay.
+    fn mask_json_bounded(&self, body: &[u8], kind: BodyKind) -> Result<String, Unmasked> {
         let rules = MaskScope {
             config: self,
-            readable: mount_type
-                .and_then(|m| self.readable_by_mount.get(m))
+            readable: kind
+                .mount_type
+                .and_then(|m| self.readable_by_mount.get(m.name()))
                 .unwrap_or(&self.readable_default),
-            list_response: listing,
         };
-        masking::mask_json(body, &rules).ok()
+        masking::mask_json(body, kind.shape(), &rules)
+    }
+
+    /// The masked JSON text of `body`, or `None` when it is not JSON or
+    /// too costly to mask (past `max_masked_values` or `max_masked_body_bytes`).
+    pub fn mask_json(&self, body: &[u8], kind: BodyKind) -> Option<String> {
+        self.mask_json_bounded(body, kind).ok()
     }
 
     /// [`AuditConfig::mask_json`] of a parsed value, for callers holding one.
-    pub fn mask(&self, body: &Value, listing: bool, mount_type: Option<&str>) -> Value {
+    pub fn mask(&self, body: &Value, kind: BodyKind) -> Value {
         serde_json::to_vec(body)
             .ok()
-            .and_then(|bytes| self.mask_json(&bytes, listing, mount_type))
+            .and_then(|bytes| self.mask_json(&bytes, kind))
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or(Value::Null)
     }
@@ -331,11 +373,10 @@ impl AuditConfig {
 struct MaskScope<'a> {
     config: &'a AuditConfig,
     readable: &'a KeySet,
-    list_response: bool,
 }
 
 impl MaskRules for MaskScope<'_> {
-    fn readable(&self, key: &str) -> bool {
+    fn configured_readable(&self, key: &str) -> bool {
         // Configuration already refuses credential keys; checked again so
         // no future path can make one readable.
         self.readable.contains(key) && !NEVER_READABLE_KEYS.contains(&key)
@@ -353,12 +394,12 @@ impl MaskRules for MaskScope<'_> {
         out.push('"');
     }
 
-    fn list_response(&self) -> bool {
-        self.list_response
-    }
-
     fn list_names_shown(&self) -> bool {
         self.config.list_keys
+    }
+
+    fn limits(&self) -> MaskLimits {
+        self.config.mask_limits
     }
 }
 
@@ -368,12 +409,6 @@ impl MaskRules for MaskScope<'_> {
 struct KeySet(Vec<String>);
 
 impl KeySet {
-    fn new(keys: impl IntoIterator<Item = String>) -> KeySet {
-        let mut set = KeySet::default();
-        set.extend(keys);
-        set
-    }
-
     fn extend(&mut self, keys: impl IntoIterator<Item = String>) {
         self.0.extend(keys);
         self.0.sort_unstable();
@@ -474,26 +509,38 @@ impl BodyCapture {
     }
 
     /// The body as the audit record shows it, as JSON text:
-    /// `{"size", "json": <masked>}` or `{"size", "hmac"?, "not_logged"}`.
-    pub fn render(&self, config: &AuditConfig, listing: bool, mount_type: Option<&str>) -> String {
-        let unlogged = |flag: &str| {
+    /// `{"size", "json": <masked>}` or `{"size", "hmac"?, "not_logged", ...}`.
+    pub fn render(&self, config: &AuditConfig, kind: BodyKind) -> String {
+        let unlogged = |flag: &str, bound: Option<(&str, usize)>| {
             let mut out = Map::new();
             out.insert("size".into(), json!(self.seen));
             if let Some(hmac) = self.hmac_of_seen() {
                 out.insert("hmac".into(), Value::String(hmac));
             }
             out.insert("not_logged".into(), json!(flag));
+            if let Some((name, limit)) = bound {
+                out.insert(name.into(), json!(limit));
+            }
             Value::Object(out).to_string()
         };
         if self.unreadable {
-            return unlogged("unreadable");
+            return unlogged("unreadable", None);
         }
         if self.truncated() {
-            return unlogged("over_max_body_bytes");
+            return unlogged("over_max_body_bytes", None);
         }
-        match config.mask_json(&self.captured, listing, mount_type) {
-            Some(masked) => format!("{{\"size\":{},\"json\":{masked}}}", self.seen),
-            None => unlogged("not_json"),
+        let limits = config.mask_limits;
+        match config.mask_json_bounded(&self.captured, kind) {
+            Ok(masked) => format!("{{\"size\":{},\"json\":{masked}}}", self.seen),
+            Err(Unmasked::NotJson) => unlogged("not_json", None),
+            Err(Unmasked::TooManyValues) => unlogged(
+                "over_max_masked_values",
+                Some(("truncated_at_values", limits.max_masked_values)),
+            ),
+            Err(Unmasked::TooLarge) => unlogged(
+                "over_max_masked_body_bytes",
+                Some(("truncated_at_bytes", limits.max_masked_body_bytes)),
+            ),
         }
     }
 }
@@ -555,6 +602,9 @@ struct Record<'a> {
     token_hmac: Option<&'a str>,
     request_body_truncated: bool,
     response_body_truncated: bool,
+    /// Only in a compact record: why the full one was not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -570,10 +620,47 @@ pub fn render(
     record: &DecisionRecord,
     response: &ResponseFacts<'_>,
 ) -> String {
-    let mount_type = record.mount_type.map(MountType::name);
-    let body = |capture: Option<&BodyCapture>| {
+    render_record(config, record, response, None)
+}
+
+/// The record written when the full one cannot be: no claims, no bodies,
+/// the principal's id cut, and why (`audit_error`). It is small whatever
+/// the request was, so it fits where the full one did not.
+fn render_compact(
+    config: &AuditConfig,
+    record: &DecisionRecord,
+    status: Option<u32>,
+    audit_error: &str,
+) -> String {
+    let mut compact = DecisionRecord {
+        claims: Map::new(),
+        ..record.clone()
+    };
+    if let Some((_, id)) = compact.principal.as_mut() {
+        if id.len() > COMPACT_PRINCIPAL_BYTES {
+            let mut cut = COMPACT_PRINCIPAL_BYTES;
+            while !id.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            id.truncate(cut);
+        }
+    }
+    let response = ResponseFacts {
+        status,
+        ..ResponseFacts::default()
+    };
+    render_record(config, &compact, &response, Some(audit_error))
+}
+
+fn render_record(
+    config: &AuditConfig,
+    record: &DecisionRecord,
+    response: &ResponseFacts<'_>,
+    audit_error: Option<&str>,
+) -> String {
+    let body = |capture: Option<&BodyCapture>, kind: BodyKind| {
         let capture = capture.filter(|c| !c.is_empty())?;
-        RawValue::from_string(capture.render(config, record.listing, mount_type)).ok()
+        RawValue::from_string(capture.render(config, kind)).ok()
     };
     let claims: Map<String, Value> = config
         .claims
@@ -600,16 +687,95 @@ pub fn render(
         errors: &record.errors,
         approval: record.approval.as_ref(),
         response_status: response.status,
-        request_body: body(response.request_body),
-        response_body: body(response.response_body),
+        request_body: body(response.request_body, BodyKind::request(record.mount_type)),
+        response_body: body(
+            response.response_body,
+            BodyKind::response(record.mount_type, record.listing),
+        ),
         token_hmac: record.token_hmac.as_deref(),
         request_body_truncated: response.request_body.is_some_and(BodyCapture::truncated),
         response_body_truncated: response.response_body.is_some_and(BodyCapture::truncated),
+        audit_error,
     };
     // Serialising plain strings, numbers and pre-validated JSON cannot fail;
     // if it ever did, an empty object still marks that a request happened.
     serde_json::to_string(&out).unwrap_or_else(|_| "{}".to_owned())
 }
+
+/// Where records go: Envoy's filter state in the filter, a fake in tests.
+pub trait RecordSink {
+    /// Hands one rendered record over; `Err` says why the host refused it.
+    fn put(&mut self, record: &str) -> Result<(), String>;
+}
+
+/// When a record is written, relative to the client's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before anything is forwarded or answered: a failure can still refuse.
+    BeforeAnswer,
+    /// The answer has started (or the client left): it cannot be taken back.
+    AnswerStarted,
+}
+
+/// What became of a record handed to [`deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The full record was written.
+    Written,
+    /// `on_failure: deny`, before the answer: the request must be answered
+    /// 503 `audit unavailable` and not forwarded. A compact record saying so
+    /// was written, if the host took it.
+    Refused,
+    /// The full record was not written and the answer goes on (`log`, or
+    /// too late to refuse); a compact record was written if the host took it.
+    Lost,
+}
+
+/// Writes a request's record into `sink`, never past `max_record_bytes`,
+/// and decides what a failure means for the request.
+pub fn deliver(
+    config: &AuditConfig,
+    record: &DecisionRecord,
+    response: &ResponseFacts<'_>,
+    stage: Stage,
+    sink: &mut impl RecordSink,
+) -> Delivery {
+    let full = render(config, record, response);
+    let failure = if full.len() > config.max_record_bytes {
+        format!(
+            "record of {} bytes is over max_record_bytes ({})",
+            full.len(),
+            config.max_record_bytes
+        )
+    } else {
+        match sink.put(&full) {
+            Ok(()) => return Delivery::Written,
+            Err(e) => format!("the host refused the record: {e}"),
+        }
+    };
+    drop(full);
+    let refuse = config.on_failure == OnFailure::Deny && stage == Stage::BeforeAnswer;
+    let compact = if refuse {
+        let refused = DecisionRecord {
+            outcome: Outcome::AuditUnavailable,
+            reason: AUDIT_UNAVAILABLE.to_owned(),
+            ..record.clone()
+        };
+        render_compact(config, &refused, Some(503), &failure)
+    } else {
+        render_compact(config, record, response.status, &failure)
+    };
+    // Best effort: a host that refused the full record may take this one.
+    let _ = sink.put(&compact);
+    if refuse {
+        Delivery::Refused
+    } else {
+        Delivery::Lost
+    }
+}
+
+/// The error a request refused for want of an audit record gets.
+pub const AUDIT_UNAVAILABLE: &str = "audit unavailable";
 
 #[cfg(test)]
 mod tests {

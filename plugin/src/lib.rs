@@ -20,6 +20,7 @@ pub mod path;
 pub mod policy;
 pub mod policy_text;
 pub mod record;
+pub mod shapes;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

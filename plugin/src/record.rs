@@ -30,6 +30,8 @@ pub enum Outcome {
     ApprovalError,
     /// A policy bundle is configured but none has loaded yet.
     NoPolicy,
+    /// The audit record could not be written, and `on_failure` is `deny`.
+    AuditUnavailable,
 }
 
 impl Outcome {
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::ApprovalRequired => "approval_required",
             Outcome::ApprovalError => "approval_error",
             Outcome::NoPolicy => "no_policy",
+            Outcome::AuditUnavailable => "audit_unavailable",
         }
     }
 }
