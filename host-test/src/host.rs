@@ -213,6 +213,9 @@ pub struct HostState {
     pub upstreams: HashMap<String, Option<CalloutReply>>,
     /// Host functions to treat as unimplemented (tests of the host itself).
     pub disabled: HashSet<String>,
+    /// Host functions that fail with this status instead of doing their
+    /// work, as Envoy's may (`proxy_set_property`, `proxy_get_header_map_pairs`).
+    pub failing: HashMap<String, i32>,
 
     pub logs: Vec<LogLine>,
     pub stdio: Vec<u8>,
@@ -375,6 +378,11 @@ macro_rules! host {
     ($linker:expr, $module:expr, $name:literal, $func:expr) => {
         $linker.func_wrap($module, $name, $func)?;
     };
+}
+
+/// The status a host function was told to fail with, if any.
+fn injected_failure(caller: &Caller<'_, HostState>, name: &str) -> Option<i32> {
+    caller.data().failing.get(name).copied()
 }
 
 fn check_enabled(caller: &Caller<'_, HostState>, name: &str) -> Result<()> {
@@ -606,6 +614,9 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: Caller<'_, HostState>, map_type: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
             check_enabled(&c, "proxy_get_header_map_pairs")?;
+            if let Some(status) = injected_failure(&c, "proxy_get_header_map_pairs") {
+                return Ok(status);
+            }
             let Some(map) = c.data_mut().map_snapshot(map_type) else {
                 return Ok(NOT_FOUND);
             };
@@ -776,6 +787,10 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
                                               value_len: i32|
      -> Result<i32> {
         check_enabled(&c, "proxy_set_property")?;
+        if let Some(status) = injected_failure(&c, "proxy_set_property") {
+            c.data_mut().events.push("set_property refused".into());
+            return Ok(status);
+        }
         let path = read(&mut c, path_ptr, path_len)?;
         let value = read(&mut c, value_ptr, value_len)?;
         // Envoy stores it as filter state "wasm.<path>".

@@ -58,6 +58,11 @@ impl Outcome {
 pub struct HostOptions {
     /// Host functions to treat as unimplemented.
     pub disabled: HashSet<String>,
+    /// Host functions that answer with this error status.
+    pub failing: HashMap<String, i32>,
+    /// Serve the request even when the configuration was rejected (Envoy
+    /// never does; this checks the filter's fail-closed answer if it did).
+    pub serve_unconfigured: bool,
 }
 
 fn lower(headers: &Headers) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -156,6 +161,7 @@ fn initial_state(scenario: &Scenario, options: &HostOptions) -> HostState {
         now_nanos: u64::try_from(scenario.clock).unwrap_or(0) * 1_000_000_000,
         upstreams,
         disabled: options.disabled.clone(),
+        failing: options.failing.clone(),
         ..HostState::default()
     }
 }
@@ -219,7 +225,7 @@ fn stream_callback(vm: &mut Vm, name: &str, args: &[i32]) -> Result<Step> {
 pub fn run(filter: &Filter, scenario: &Scenario, options: &HostOptions) -> Result<Outcome> {
     let mut vm = Vm::new(filter, initial_state(scenario, options))?;
     let mut outcome = Outcome::default();
-    let result = drive(&mut vm, scenario, &mut outcome);
+    let result = drive(&mut vm, scenario, options, &mut outcome);
     let state = vm.into_state();
     outcome.logs = state.logs;
     outcome.stdio = String::from_utf8_lossy(&state.stdio).into_owned();
@@ -230,9 +236,14 @@ pub fn run(filter: &Filter, scenario: &Scenario, options: &HostOptions) -> Resul
     result.map(|()| outcome)
 }
 
-fn drive(vm: &mut Vm, scenario: &Scenario, outcome: &mut Outcome) -> Result<()> {
+fn drive(
+    vm: &mut Vm,
+    scenario: &Scenario,
+    options: &HostOptions,
+    outcome: &mut Outcome,
+) -> Result<()> {
     configure(vm, scenario, outcome)?;
-    if outcome.config_rejected.is_some() {
+    if outcome.config_rejected.is_some() && !options.serve_unconfigured {
         return Ok(());
     }
     let request_headers = vm.state().request_headers.clone();

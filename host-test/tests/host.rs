@@ -51,6 +51,7 @@ fn every_import_links_and_an_unimplemented_host_call_fails_loudly() {
 
     let options = HostOptions {
         disabled: HashSet::from(["proxy_get_current_time_nanoseconds".to_string()]),
+        ..HostOptions::default()
     };
     let report = run_and_check(common::filter(), scenario, &options);
     assert!(!report.passed());

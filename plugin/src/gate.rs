@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::approval::{ApprovalReply, CalloutRequest, ReplyError};
+use crate::audit::AuditConfig;
 use crate::classify::{Action, ClassifyError, HttpRequest};
 use crate::config::Config;
 use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
@@ -172,6 +173,40 @@ fn deny(
     }
 }
 
+/// The record of a request as it arrived, before any decision, with the
+/// target as `audit` logs it.
+fn arrival_record(audit: &AuditConfig, facts: &RequestFacts<'_>) -> DecisionRecord {
+    let request_id = header_values(facts.headers, REQUEST_ID_HEADER)
+        .first()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut record = DecisionRecord::new(
+        request_id,
+        facts.method,
+        &audit.loggable_target(facts.target),
+        facts.source_address,
+        facts.now_nanos,
+    );
+    record.token_hmac = vault_token(facts.headers).and_then(|t| audit.hmac_hex(t));
+    record
+}
+
+/// The verdict on a request reaching a filter that has no configuration
+/// (Envoy normally refuses to serve one; this is the fail-closed answer if
+/// it ever does). Its record is masked by the default audit settings.
+pub fn unconfigured(audit: &AuditConfig, facts: &RequestFacts<'_>) -> Verdict {
+    let record = arrival_record(audit, facts);
+    let reason = "secretgate is not configured".to_owned();
+    deny(
+        record,
+        Outcome::HostError,
+        500,
+        "secretgate is not configured",
+        reason,
+    )
+}
+
 impl Config {
     /// [`Config::decide_with`] for hosts with no read counter.
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Verdict {
@@ -180,19 +215,7 @@ impl Config {
 
     /// The decision on one request; `reads` keeps `context.recent_reads`.
     pub fn decide_with(&self, facts: &RequestFacts<'_>, reads: &mut dyn ReadCounter) -> Verdict {
-        let request_id = header_values(facts.headers, REQUEST_ID_HEADER)
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("")
-            .to_owned();
-        let mut record = DecisionRecord::new(
-            request_id,
-            facts.method,
-            &self.audit.loggable_target(facts.target),
-            facts.source_address,
-            facts.now_nanos,
-        );
-        record.token_hmac = vault_token(facts.headers).and_then(|t| self.audit.hmac_hex(t));
+        let mut record = arrival_record(&self.audit, facts);
         let Some(engine) = &self.engine else {
             let reason = "no valid policy bundle has been loaded".to_owned();
             return deny(record, Outcome::NoPolicy, 503, "no policy loaded", reason);

@@ -15,13 +15,15 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 
 use crate::approval::{parse_reply, ApprovalReply, ReplyError};
-use crate::audit::{self, BodyCapture, ResponseFacts};
+use crate::audit::{
+    self, AuditConfig, BodyCapture, Delivery, RecordSink, ResponseFacts, Stage, AUDIT_UNAVAILABLE,
+};
 use crate::bundle::{self, BundleError, FetchCycle, FetchReply, FetchRequest, FetchStep};
 use crate::config::Config;
-use crate::gate::{error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
+use crate::gate::{self, error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
-use crate::record::DecisionRecord;
+use crate::record::{DecisionRecord, Outcome};
 use crate::usage::{self, ReadCounter};
 use abi::HostError;
 
@@ -343,19 +345,15 @@ impl Context for SecretgateHttp {
 impl HttpContext for SecretgateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(config) = self.config.clone() else {
-            return respond_error(500, "secretgate is not configured");
+            return answer_unconfigured();
         };
-        let verdict = match decide(&config) {
-            Ok(verdict) => verdict,
-            Err(e) => {
-                let record = DecisionRecord::host_failure(
-                    format!("host error: {e}"),
-                    abi::now_nanos().unwrap_or(0),
-                );
-                return self.refuse(&config, record, 500, "internal error");
-            }
-        };
-        self.carry_out(&config, verdict)
+        let verdict = with_request_facts(Some(&config.identity.source), |facts| {
+            config.decide_with(facts, &mut SharedReadCounter)
+        });
+        match verdict {
+            Ok(verdict) => self.carry_out(&config, verdict),
+            Err(e) => refuse(&config.audit, host_failure(&e), 500, "internal error"),
+        }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
@@ -402,7 +400,13 @@ impl HttpContext for SecretgateHttp {
         if let (Some(config), Some(awaiting)) = (self.config.clone(), self.awaiting.take()) {
             let mut record = awaiting.record;
             record.reason = "client left while waiting for approval".to_owned();
-            write_audit(&config, &record, None, None, None);
+            write_audit(
+                &config.audit,
+                &record,
+                &ResponseFacts::default(),
+                Stage::AnswerStarted,
+            );
+            count_decision(&record);
         }
         self.finish_audit();
     }
@@ -415,25 +419,38 @@ impl SecretgateHttp {
         abi::log(abi::LOG_INFO, &verdict.record.log_line());
         let record = verdict.record;
         match verdict.action {
-            VerdictAction::Forward(edits) => match apply_edits(&edits) {
-                Ok(()) => {
-                    self.pending = Some(PendingAudit {
-                        record,
-                        request_body: config.audit.capture(),
-                        response_body: config.audit.capture(),
-                        status: None,
-                    });
-                    Action::Continue
+            VerdictAction::Forward(edits) => {
+                // The record is written before anything is forwarded, so a
+                // request that cannot be audited never reaches OpenBao; the
+                // response's details overwrite it when the response ends.
+                let written = write_audit(
+                    &config.audit,
+                    &record,
+                    &ResponseFacts::default(),
+                    Stage::BeforeAnswer,
+                );
+                if written == Delivery::Refused {
+                    return refused_for_audit(&record);
                 }
-                Err(e) => {
-                    let mut record = record;
-                    record.fail(format!("host error: {e}"));
-                    self.refuse(config, record, 500, "internal error")
+                match apply_edits(&edits) {
+                    Ok(()) => {
+                        self.pending = Some(PendingAudit {
+                            record,
+                            request_body: config.audit.capture(),
+                            response_body: config.audit.capture(),
+                            status: None,
+                        });
+                        Action::Continue
+                    }
+                    Err(e) => {
+                        let mut record = record;
+                        record.fail(format!("host error: {e}"));
+                        refuse(&config.audit, record, 500, "internal error")
+                    }
                 }
-            },
+            }
             VerdictAction::Respond { status, body } => {
-                write_audit(config, &record, Some(status), None, None);
-                respond(status, &body)
+                answer_locally(&config.audit, &record, status, &body)
             }
             VerdictAction::AskApproval { body, edits } => match dispatch_callout(config, &body) {
                 Ok(token) => {
@@ -454,30 +471,21 @@ impl SecretgateHttp {
         }
     }
 
-    /// Denies with an audit record; the request never reaches OpenBao.
-    fn refuse(
-        &mut self,
-        config: &Config,
-        record: DecisionRecord,
-        status: u32,
-        message: &str,
-    ) -> Action {
-        abi::log(abi::LOG_ERROR, &record.log_line());
-        write_audit(config, &record, Some(status), None, None);
-        respond(status, &error_body(message, &record.request_id))
-    }
-
     fn finish_audit(&mut self) {
         let (Some(config), Some(pending)) = (self.config.as_ref(), self.pending.take()) else {
             return;
         };
         write_audit(
-            config,
+            &config.audit,
             &pending.record,
-            pending.status,
-            Some(&pending.request_body),
-            Some(&pending.response_body),
+            &ResponseFacts {
+                status: pending.status,
+                request_body: Some(&pending.request_body),
+                response_body: Some(&pending.response_body),
+            },
+            Stage::AnswerStarted,
         );
+        count_decision(&pending.record);
     }
 }
 
@@ -545,15 +553,43 @@ fn capture_chunk(capture: &mut BodyCapture, buffer_type: u32, body_size: usize) 
     }
 }
 
-/// Exports the record as filter state `wasm.secretgate_audit`, which
-/// Envoy's access log writes with `%FILTER_STATE(wasm.secretgate_audit:PLAIN)%`.
+/// Envoy's filter state `wasm.secretgate_audit`, which its access log
+/// writes with `%FILTER_STATE(wasm.secretgate_audit:PLAIN)%`. Setting it
+/// again replaces the value: the access log sees the last record.
+struct FilterState;
+
+impl RecordSink for FilterState {
+    fn put(&mut self, record: &str) -> Result<(), String> {
+        abi::set_property(AUDIT_FILTER_STATE, record.as_bytes()).map_err(|e| e.to_string())
+    }
+}
+
+/// Writes the record (see [`audit::deliver`]) and counts a failure.
 fn write_audit(
-    config: &Config,
+    audit: &AuditConfig,
     record: &DecisionRecord,
-    status: Option<u32>,
-    request_body: Option<&BodyCapture>,
-    response_body: Option<&BodyCapture>,
-) {
+    response: &ResponseFacts<'_>,
+    stage: Stage,
+) -> Delivery {
+    let delivery = audit::deliver(audit, record, response, stage, &mut FilterState);
+    let failure = match delivery {
+        Delivery::Written => return delivery,
+        Delivery::Refused => "refused",
+        Delivery::Lost => "lost",
+    };
+    metrics::count("audit", failure);
+    abi::log(
+        abi::LOG_ERROR,
+        &format!(
+            "secretgate: audit record of request_id={:?} not written in full ({failure})",
+            record.request_id
+        ),
+    );
+    delivery
+}
+
+/// Counts a request's final decision (and approval outcome), once.
+fn count_decision(record: &DecisionRecord) {
     metrics::count("decisions", record.outcome.as_str());
     if let Some(outcome) = record
         .approval
@@ -563,28 +599,82 @@ fn write_audit(
     {
         metrics::count("approvals", outcome);
     }
-    let rendered = audit::render(
-        &config.audit,
-        record,
-        &ResponseFacts {
-            status,
-            request_body,
-            response_body,
-        },
-    );
-    if let Err(e) = abi::set_property(AUDIT_FILTER_STATE, rendered.as_bytes()) {
-        abi::log(
-            abi::LOG_ERROR,
-            &format!("secretgate: audit record lost: {e}"),
-        );
+}
+
+/// Answers locally once the record is written: the request never reaches
+/// OpenBao. With `on_failure: deny`, a record that cannot be written turns
+/// the answer into 503 `audit unavailable`.
+fn answer_locally(audit: &AuditConfig, record: &DecisionRecord, status: u32, body: &str) -> Action {
+    let response = ResponseFacts {
+        status: Some(status),
+        ..ResponseFacts::default()
+    };
+    if write_audit(audit, record, &response, Stage::BeforeAnswer) == Delivery::Refused {
+        return refused_for_audit(record);
     }
+    count_decision(record);
+    respond(status, body)
+}
+
+/// The answer to a request whose record could not be written (`deny`).
+fn refused_for_audit(record: &DecisionRecord) -> Action {
+    metrics::count("decisions", Outcome::AuditUnavailable.as_str());
+    respond(503, &error_body(AUDIT_UNAVAILABLE, &record.request_id))
+}
+
+/// Denies a request the host failed, with an audit record.
+fn refuse(audit: &AuditConfig, record: DecisionRecord, status: u32, message: &str) -> Action {
+    abi::log(abi::LOG_ERROR, &record.log_line());
+    answer_locally(
+        audit,
+        &record,
+        status,
+        &error_body(message, &record.request_id),
+    )
+}
+
+fn host_failure(error: &HostError) -> DecisionRecord {
+    DecisionRecord::host_failure(
+        format!("host error: {error}"),
+        abi::now_nanos().unwrap_or(0),
+    )
+}
+
+/// The fail-closed answer of a filter without configuration, recorded with
+/// the default audit settings (redaction).
+fn answer_unconfigured() -> Action {
+    let audit = AuditConfig::default();
+    let verdict = with_request_facts(None, |facts| gate::unconfigured(&audit, facts));
+    let (record, status, body) = match verdict {
+        Ok(Verdict {
+            record,
+            action: VerdictAction::Respond { status, body },
+        }) => (record, status, body),
+        Ok(Verdict { mut record, .. }) => {
+            record.fail("secretgate is not configured".to_owned());
+            let body = error_body("secretgate is not configured", &record.request_id);
+            (record, 500, body)
+        }
+        Err(e) => {
+            let record = host_failure(&e);
+            let body = error_body("secretgate is not configured", &record.request_id);
+            (record, 500, body)
+        }
+    };
+    abi::log(abi::LOG_ERROR, &record.log_line());
+    answer_locally(&audit, &record, status, &body)
 }
 
 fn property_text(path: &[&str]) -> Result<Option<String>, HostError> {
     Ok(abi::property(path)?.and_then(|bytes| String::from_utf8(bytes).ok()))
 }
 
-fn decide(config: &Config) -> Result<Verdict, HostError> {
+/// Gathers what the host knows about the request (the JWT payload or the
+/// peer certificate as `identity` says) and hands it to `decide`.
+fn with_request_facts<T>(
+    identity: Option<&IdentitySource>,
+    decide: impl FnOnce(&RequestFacts<'_>) -> T,
+) -> Result<T, HostError> {
     let raw_headers = abi::header_pairs(abi::MAP_REQUEST_HEADERS)?;
     let malformed = HostError {
         call: "proxy_get_header_map_pairs (decode)",
@@ -603,11 +693,11 @@ fn decide(config: &Config) -> Result<Verdict, HostError> {
     let method = pseudo(b":method").unwrap_or("");
     let target = pseudo(b":path").unwrap_or("");
     let source_address = property_text(&["source", "address"])?;
-    let jwt_payload = match &config.identity.source {
-        IdentitySource::Jwt {
+    let jwt_payload = match identity {
+        Some(IdentitySource::Jwt {
             payload_in_metadata,
             ..
-        } => abi::property(&[
+        }) => abi::property(&[
             "metadata",
             "filter_metadata",
             JWT_AUTHN_METADATA,
@@ -615,23 +705,20 @@ fn decide(config: &Config) -> Result<Verdict, HostError> {
         ])?,
         _ => None,
     };
-    let peer_uri_san = match config.identity.source {
-        IdentitySource::Mtls => abi::property(&["connection", "uri_san_peer_certificate"])?,
+    let peer_uri_san = match identity {
+        Some(IdentitySource::Mtls) => abi::property(&["connection", "uri_san_peer_certificate"])?,
         _ => None,
     };
     let now_nanos = abi::now_nanos()?;
-    Ok(config.decide_with(
-        &RequestFacts {
-            method,
-            target,
-            headers: &headers,
-            source_address: source_address.as_deref(),
-            now_nanos,
-            jwt_payload: jwt_payload.as_deref(),
-            peer_uri_san: peer_uri_san.as_deref(),
-        },
-        &mut SharedReadCounter,
-    ))
+    Ok(decide(&RequestFacts {
+        method,
+        target,
+        headers: &headers,
+        source_address: source_address.as_deref(),
+        now_nanos,
+        jwt_payload: jwt_payload.as_deref(),
+        peer_uri_san: peer_uri_san.as_deref(),
+    }))
 }
 
 /// Read counts in the host's shared data, shared by every worker's VM.
@@ -679,10 +766,6 @@ fn apply_edits(edits: &ForwardEdits) -> Result<(), HostError> {
         abi::remove_header(map, name)?;
     }
     Ok(())
-}
-
-fn respond_error(status: u32, message: &str) -> Action {
-    respond(status, &error_body(message, ""))
 }
 
 /// Answers locally and stops the request: it never reaches OpenBao.
