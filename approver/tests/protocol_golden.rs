@@ -1,11 +1,12 @@
 //! The approver against the approval protocol's golden examples
 //! (`approver/protocol/golden/`, which the filter's tests read too): the
-//! real service answers every golden request as the contract says, and its
-//! replies are ones the filter's reader accepts.
+//! real service answers every golden request as the contract says, its
+//! replies are ones the filter's reader accepts, and the READMEs show the
+//! golden examples and nothing else.
 
 mod common;
 
-use approval_protocol::golden::{case, cases};
+use approval_protocol::golden::{case, cases, Case};
 use approval_protocol::{parse_reply, CalloutReply, CalloutRequest};
 use common::*;
 use serde_json::Value;
@@ -150,5 +151,85 @@ fn the_shared_reply_type_writes_what_the_filter_reads() {
             "{}",
             example.name
         );
+    }
+}
+
+/// The ```json blocks of a README section (from its heading to the next
+/// heading of the same or a higher level), each block a stream of values.
+fn json_examples(readme: &str, heading: &str) -> Vec<Value> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(readme)).unwrap();
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let start = text
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("{readme} has no {heading:?}"));
+    let section = &text[start + heading.len() + 2..];
+    let end = section
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| {
+            let hashes = section[i..].chars().take_while(|c| *c == '#').count();
+            (1..=level).contains(&hashes) && section[i + hashes..].starts_with(' ')
+        })
+        .unwrap_or(section.len());
+    let mut values = Vec::new();
+    for block in section[..end].split("```json\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        for value in serde_json::Deserializer::from_str(block).into_iter::<Value>() {
+            values.push(value.unwrap_or_else(|e| panic!("{readme} {heading}: {e}\n{block}")));
+        }
+    }
+    values
+}
+
+#[test]
+fn the_readmes_show_the_golden_examples_and_nothing_else() {
+    let accepted: Vec<Case> = cases("request")
+        .into_iter()
+        .chain(cases("reply"))
+        .filter(|c| c.accept)
+        .collect();
+    let name_of = |value: &Value| {
+        accepted
+            .iter()
+            .find(|c| &c.json() == value)
+            .map(|c| c.name.clone())
+    };
+    for (readme, heading, must_show) in [
+        (
+            "README.md",
+            "## Approval",
+            &[
+                "request/hold.json",
+                "reply/approved.json",
+                "reply/denied.json",
+                "reply/pending.json",
+            ][..],
+        ),
+        (
+            "approver/README.md",
+            "## The callout protocol (public contract)",
+            &[
+                "request/hold.json",
+                "request/minimal.json",
+                "reply/approved.json",
+                "reply/denied.json",
+                "reply/pending.json",
+                "reply/denied-expired.json",
+            ][..],
+        ),
+    ] {
+        let mut shown = BTreeSet::new();
+        for value in json_examples(readme, heading) {
+            let name = name_of(&value)
+                .unwrap_or_else(|| panic!("{readme} {heading} shows a non-golden example {value}"));
+            shown.insert(name);
+        }
+        for name in must_show {
+            assert!(
+                shown.contains(*name),
+                "{readme} {heading} does not show {name}"
+            );
+        }
     }
 }
