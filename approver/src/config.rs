@@ -21,9 +21,10 @@ pub struct Config {
     pub callout_path: String,
     /// Shared bearer token the filter sends on callouts.
     pub callout_token: String,
-    /// Upper bound on a hold-mode wait, whatever `wait_ms` asks for.
+    /// Upper bound on a hold-mode wait, whatever `wait_ms` asks for; the
+    /// protocol's type for a wait, so the cap cannot exceed what it caps.
     #[serde(default = "default_max_wait_ms")]
-    pub max_wait_ms: u64,
+    pub max_wait_ms: u32,
     /// How long a pending approval lives before it counts as denied ("expired").
     #[serde(default = "default_pending_ttl_s")]
     pub pending_ttl_s: u64,
@@ -65,7 +66,7 @@ fn default_listen() -> SocketAddr {
 fn default_callout_path() -> String {
     "/v1/approvals".into()
 }
-fn default_max_wait_ms() -> u64 {
+fn default_max_wait_ms() -> u32 {
     30_000
 }
 fn default_pending_ttl_s() -> u64 {

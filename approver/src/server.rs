@@ -226,7 +226,7 @@ impl App {
             Err(a) => a,
         };
         if req.mode == Mode::Hold && req.wait_ms > 0 {
-            let wait = Duration::from_millis(req.wait_ms.min(self.cfg.max_wait_ms));
+            let wait = Duration::from_millis(u64::from(req.wait_ms.min(self.cfg.max_wait_ms)));
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let notified = self.changed.notified();
@@ -293,9 +293,7 @@ async fn callout_handler(
             ))
         }
     }
-    let req: CalloutRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad callout: {e}")))?;
-    req.validate()
+    let req = CalloutRequest::parse(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad callout: {e}")))?;
     Ok(Json(app.callout(req).await?))
 }

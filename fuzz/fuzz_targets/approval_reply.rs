@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secretgate::approval::{parse_reply, ApprovalReply};
+use secretgate::approval::{parse_reply, CalloutReply};
 
 const MAX_FIELD_LEN: usize = 1024;
 
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(status, Some(200), "a non-200 reply was accepted");
     match &reply {
-        ApprovalReply::Approved {
+        CalloutReply::Approved {
             grant_id,
             approver,
             expires_at,
@@ -40,11 +40,11 @@ fuzz_target!(|data: &[u8]| {
             bounded(approver);
             bounded(expires_at);
         }
-        ApprovalReply::Denied { approver, reason } => {
+        CalloutReply::Denied { approver, reason } => {
             bounded(approver);
             assert!(reason.chars().count() <= MAX_FIELD_LEN);
         }
-        ApprovalReply::Pending {
+        CalloutReply::Pending {
             approval_id,
             approval_url,
         } => {

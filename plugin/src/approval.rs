@@ -1,37 +1,25 @@
 //! Human approval for high-risk secrets: which permits require it (Cedar
 //! annotations), what the filter asks the approval service, and how its
 //! reply is read. Every reply that is not a well-formed decision is a deny.
+//!
+//! The callout's shapes are `approval_protocol`'s, shared with the bundled
+//! approver, so that what the filter sends and what it accepts are the
+//! approver's types and the golden examples both crates are tested against.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use approval_protocol::{parse_reply as parse_reply_body, CalloutRequest, Malformed, Principal};
+pub use approval_protocol::{CalloutReply, Mode};
 use serde::Deserialize;
-use serde_json::{json, Value};
-
-/// How a request waits for a human.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApprovalMode {
-    /// The filter holds the request (long poll) until a decision or timeout.
-    Hold,
-    /// The filter answers 403 at once; the client retries once approved.
-    Retry,
-}
-
-impl ApprovalMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalMode::Hold => "hold",
-            ApprovalMode::Retry => "retry",
-        }
-    }
-}
+use serde_json::Value;
 
 /// What a permit's `@approval(...)` annotations require.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRule {
     pub approvers: String,
     pub ttl_s: u64,
-    pub mode: ApprovalMode,
+    pub mode: Mode,
 }
 
 const DEFAULT_TTL_S: u64 = 15 * 60;
@@ -92,8 +80,8 @@ impl ApprovalRule {
                 })?,
         };
         let mode = match mode.as_deref() {
-            None | Some("hold") => ApprovalMode::Hold,
-            Some("retry") => ApprovalMode::Retry,
+            None | Some("hold") => Mode::Hold,
+            Some("retry") => Mode::Retry,
             Some(other) => {
                 return Err(format!(
                     "@approval_mode({other:?}) is not \"hold\" or \"retry\""
@@ -192,8 +180,8 @@ impl ApprovalConfig {
     }
 }
 
-/// What the filter asks.
-pub struct CalloutRequest<'a> {
+/// What the filter knows when it asks.
+pub struct Callout<'a> {
     pub request_id: &'a str,
     pub principal_type: &'a str,
     pub principal_id: &'a str,
@@ -206,45 +194,36 @@ pub struct CalloutRequest<'a> {
     pub wait_ms: u32,
 }
 
-impl CalloutRequest<'_> {
-    pub fn body(&self) -> String {
-        let wait_ms = match self.rule.mode {
-            ApprovalMode::Hold => self.wait_ms,
-            ApprovalMode::Retry => 0,
-        };
-        json!({
-            "request_id": self.request_id,
-            "principal": {"type": self.principal_type, "id": self.principal_id},
-            "claims": self.claims,
-            "action": self.action,
-            "resource": self.resource,
-            "policies": [self.policy],
-            "approvers": self.rule.approvers,
-            "reason": self.reason,
-            "mode": self.rule.mode.as_str(),
-            "wait_ms": wait_ms,
-            "ttl_s": self.rule.ttl_s,
-        })
-        .to_string()
+impl Callout<'_> {
+    pub fn request(&self) -> CalloutRequest {
+        CalloutRequest {
+            request_id: self.request_id.to_owned(),
+            principal: Principal {
+                kind: self.principal_type.to_owned(),
+                id: self.principal_id.to_owned(),
+            },
+            claims: self.claims.clone(),
+            action: self.action.to_owned(),
+            resource: self.resource.to_owned(),
+            policies: vec![self.policy.to_owned()],
+            approvers: self.rule.approvers.clone(),
+            reason: self.reason.to_owned(),
+            mode: self.rule.mode,
+            // Retry mode is never held: 0 says so even to a service that
+            // looks only at `wait_ms`.
+            wait_ms: match self.rule.mode {
+                Mode::Hold => self.wait_ms,
+                Mode::Retry => 0,
+            },
+            ttl_s: Some(self.rule.ttl_s),
+        }
     }
-}
 
-/// The service's decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApprovalReply {
-    Approved {
-        grant_id: String,
-        approver: String,
-        expires_at: String,
-    },
-    Denied {
-        approver: String,
-        reason: String,
-    },
-    Pending {
-        approval_id: String,
-        approval_url: String,
-    },
+    /// The callout body. Encoding plain strings and numbers does not fail;
+    /// should it ever, the caller refuses the request rather than send nothing.
+    pub fn body(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(&self.request())
+    }
 }
 
 /// Why a reply cannot be trusted; each is a deny.
@@ -269,54 +248,20 @@ impl fmt::Display for ReplyError {
     }
 }
 
-const MAX_FIELD_LEN: usize = 1024;
-
-fn field(reply: &Value, name: &'static str) -> Result<String, ReplyError> {
-    match reply.get(name) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_FIELD_LEN => Ok(s.clone()),
-        _ => Err(ReplyError::Malformed(name)),
-    }
-}
-
 /// Reads the service's reply; anything but a 200 with one exact shape is an error.
-pub fn parse_reply(status: Option<u32>, body: &[u8]) -> Result<ApprovalReply, ReplyError> {
+pub fn parse_reply(status: Option<u32>, body: &[u8]) -> Result<CalloutReply, ReplyError> {
     match status {
         None => return Err(ReplyError::Unreachable),
         Some(200) => {}
         Some(other) => return Err(ReplyError::Status(other)),
     }
-    let reply: Value =
-        serde_json::from_slice(body).map_err(|_| ReplyError::Malformed("not JSON"))?;
-    if !reply.is_object() {
-        return Err(ReplyError::Malformed("not an object"));
-    }
-    match reply.get("status").and_then(Value::as_str) {
-        Some("approved") => Ok(ApprovalReply::Approved {
-            grant_id: field(&reply, "grant_id")?,
-            approver: field(&reply, "approver")?,
-            expires_at: field(&reply, "expires_at")?,
-        }),
-        Some("denied") => Ok(ApprovalReply::Denied {
-            approver: field(&reply, "approver")?,
-            reason: reply
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .chars()
-                .take(MAX_FIELD_LEN)
-                .collect(),
-        }),
-        Some("pending") => Ok(ApprovalReply::Pending {
-            approval_id: field(&reply, "approval_id")?,
-            approval_url: field(&reply, "approval_url")?,
-        }),
-        _ => Err(ReplyError::Malformed("status")),
-    }
+    parse_reply_body(body).map_err(|Malformed(what)| ReplyError::Malformed(what))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn annotations<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |key| {
@@ -344,7 +289,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rule.ttl_s, 900);
-        assert_eq!(rule.mode, ApprovalMode::Hold);
+        assert_eq!(rule.mode, Mode::Hold);
         let rule = ApprovalRule::from_annotations(
             annotations(&[
                 ("approval", "secops"),
@@ -355,7 +300,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((rule.ttl_s, rule.mode), (3600, ApprovalMode::Retry));
+        assert_eq!((rule.ttl_s, rule.mode), (3600, Mode::Retry));
         assert_eq!(
             ApprovalRule::from_annotations(annotations(&[]), true),
             Ok(None)
@@ -384,7 +329,7 @@ mod tests {
         let rule = ApprovalRule {
             approvers: "secops".into(),
             ttl_s: 900,
-            mode: ApprovalMode::Hold,
+            mode: Mode::Hold,
         };
         rules.insert("prod-needs-approval".into(), rule.clone());
         let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -399,52 +344,23 @@ mod tests {
         assert_eq!(rules.required(&ids(&[])), None);
     }
 
+    // The bodies are the golden examples' (plugin/tests/approval_protocol.rs);
+    // what is the filter's own is that only a 200 carries a decision.
     #[test]
-    fn replies_parse_only_in_their_exact_shapes() {
-        let ok = |body: &str| parse_reply(Some(200), body.as_bytes());
+    fn only_a_200_carries_a_decision() {
+        let approved = br#"{"status":"approved","grant_id":"gr_1","approver":"alice","expires_at":"2026-11-28T14:00:00Z"}"#;
+        assert!(parse_reply(Some(200), approved).is_ok());
+        assert_eq!(parse_reply(None, approved), Err(ReplyError::Unreachable));
         assert_eq!(
-            ok(
-                r#"{"status":"approved","grant_id":"gr_1","approver":"alice","expires_at":"2026-11-28T14:00:00Z"}"#
-            ),
-            Ok(ApprovalReply::Approved {
-                grant_id: "gr_1".into(),
-                approver: "alice".into(),
-                expires_at: "2026-11-28T14:00:00Z".into()
-            })
+            parse_reply(Some(201), approved),
+            Err(ReplyError::Status(201))
         );
-        assert_eq!(
-            ok(r#"{"status":"denied","approver":"bob","reason":"freeze"}"#),
-            Ok(ApprovalReply::Denied {
-                approver: "bob".into(),
-                reason: "freeze".into()
-            })
-        );
-        assert!(matches!(
-            ok(r#"{"status":"pending","approval_id":"ap_1","approval_url":"http://x/#ap_1"}"#),
-            Ok(ApprovalReply::Pending { .. })
-        ));
-        assert_eq!(parse_reply(None, b""), Err(ReplyError::Unreachable));
         assert_eq!(parse_reply(Some(503), b"{}"), Err(ReplyError::Status(503)));
         assert_eq!(parse_reply(Some(302), b""), Err(ReplyError::Status(302)));
-        for malformed in [
-            "",
-            "not json",
-            "[]",
-            "\"approved\"",
-            "{}",
-            r#"{"status":"APPROVED","grant_id":"g","approver":"a","expires_at":"t"}"#,
-            r#"{"status":"approved"}"#,
-            r#"{"status":"approved","grant_id":"","approver":"a","expires_at":"t"}"#,
-            r#"{"status":"approved","grant_id":1,"approver":"a","expires_at":"t"}"#,
-            r#"{"status":"denied"}"#,
-            r#"{"status":"pending","approval_id":"ap_1"}"#,
-            r#"{"status":"maybe"}"#,
-        ] {
-            assert!(
-                matches!(ok(malformed), Err(ReplyError::Malformed(_))),
-                "{malformed}"
-            );
-        }
+        assert_eq!(
+            parse_reply(Some(200), b"{}"),
+            Err(ReplyError::Malformed("status"))
+        );
     }
 
     #[test]

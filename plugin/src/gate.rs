@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::approval::{ApprovalReply, CalloutRequest, ReplyError};
+use crate::approval::{Callout, CalloutReply, ReplyError};
 use crate::audit::AuditConfig;
 use crate::classify::{Action, ClassifyError, HttpRequest};
 use crate::config::Config;
@@ -376,7 +376,7 @@ impl Config {
             .filter_map(|name| Some((name.clone(), principal.claims.get(name)?.clone())))
             .collect();
         let resource = classification.resource.to_string();
-        let body = CalloutRequest {
+        let callout = Callout {
             request_id: &record.request_id,
             principal_type: &principal.entity_type,
             principal_id: &principal.id,
@@ -387,8 +387,17 @@ impl Config {
             rule,
             reason: &reason_header,
             wait_ms: service.effective_wait_ms(),
-        }
-        .body();
+        };
+        let Ok(body) = callout.body() else {
+            let reason = "approval callout could not be encoded".to_owned();
+            return deny(
+                record,
+                Outcome::ApprovalError,
+                403,
+                "approval unavailable",
+                reason,
+            );
+        };
         record.outcome = Outcome::AwaitingApproval;
         record.reason = "waiting for approval".to_owned();
         record.approval = Some(json!({
@@ -409,11 +418,11 @@ impl Config {
         &self,
         mut record: DecisionRecord,
         edits: ForwardEdits,
-        reply: Result<ApprovalReply, ReplyError>,
+        reply: Result<CalloutReply, ReplyError>,
     ) -> Verdict {
         let mut approval = record.approval.take().unwrap_or_else(|| json!({}));
         let verdict = match reply {
-            Ok(ApprovalReply::Approved {
+            Ok(CalloutReply::Approved {
                 grant_id,
                 approver,
                 expires_at,
@@ -430,13 +439,13 @@ impl Config {
                     record,
                 };
             }
-            Ok(ApprovalReply::Denied { approver, reason }) => {
+            Ok(CalloutReply::Denied { approver, reason }) => {
                 approval["outcome"] = json!("denied");
                 approval["approver"] = json!(approver);
                 approval["reason"] = json!(reason);
                 (Outcome::ApprovalDenied, "approval denied", None)
             }
-            Ok(ApprovalReply::Pending {
+            Ok(CalloutReply::Pending {
                 approval_id,
                 approval_url,
             }) => {

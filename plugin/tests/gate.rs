@@ -476,7 +476,7 @@ fn an_evaluation_error_is_a_deny_even_when_it_disarms_a_forbid() {
 
 mod approval {
     use super::*;
-    use secretgate::approval::{ApprovalReply, ReplyError};
+    use secretgate::approval::{CalloutReply, ReplyError};
 
     const POLICIES: &str = r#"
         @id("prod-needs-secops")
@@ -561,7 +561,7 @@ mod approval {
         );
     }
 
-    fn conclude(reply: Result<ApprovalReply, ReplyError>) -> Verdict {
+    fn conclude(reply: Result<CalloutReply, ReplyError>) -> Verdict {
         let config = config();
         let asked = ask("ci-bot", "/v1/secret/data/prod/db");
         let VerdictAction::AskApproval { edits, .. } = asked.action else {
@@ -572,7 +572,7 @@ mod approval {
 
     #[test]
     fn only_an_approval_releases_the_request() {
-        let approved = conclude(Ok(ApprovalReply::Approved {
+        let approved = conclude(Ok(CalloutReply::Approved {
             grant_id: "gr_1".into(),
             approver: "alice".into(),
             expires_at: "2026-11-28T15:00:00Z".into(),
@@ -584,7 +584,7 @@ mod approval {
         assert_eq!(fields["approver"], "alice");
         assert_eq!(fields["grant_id"], "gr_1");
 
-        let denied = conclude(Ok(ApprovalReply::Denied {
+        let denied = conclude(Ok(CalloutReply::Denied {
             approver: "bob".into(),
             reason: "freeze".into(),
         }));
@@ -592,7 +592,7 @@ mod approval {
         assert_eq!(body(&denied)["errors"], json!(["approval denied"]));
         assert_eq!(denied.record.approval.clone().unwrap()["reason"], "freeze");
 
-        let pending = conclude(Ok(ApprovalReply::Pending {
+        let pending = conclude(Ok(CalloutReply::Pending {
             approval_id: "ap_9".into(),
             approval_url: "http://approver/#ap_9".into(),
         }));

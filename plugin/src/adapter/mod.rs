@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 
-use crate::approval::{parse_reply, ApprovalReply, ReplyError};
+use crate::approval::{parse_reply, CalloutReply, ReplyError};
 use crate::audit::{
     self, AuditConfig, BodyCapture, Delivery, RecordSink, ResponseFacts, Stage, AUDIT_UNAVAILABLE,
 };
@@ -520,7 +520,7 @@ fn dispatch_callout(config: &Config, body: &str) -> Result<u32, ReplyError> {
 }
 
 /// Reads the callout's status and body.
-fn read_callout_reply(body_size: usize) -> Result<ApprovalReply, ReplyError> {
+fn read_callout_reply(body_size: usize) -> Result<CalloutReply, ReplyError> {
     let unreadable = ReplyError::Malformed("unreadable reply");
     let raw_headers =
         abi::header_pairs(abi::MAP_CALLOUT_RESPONSE_HEADERS).map_err(|_| unreadable.clone())?;
