@@ -32,12 +32,17 @@ def test_a_held_request_is_released_when_an_approver_approves(gated, approver):
     jwt = gated.mint_jwt({"repository": "acme/web", "environment": "production"})
     envoy = RawClient(gated.envoy_url, vault_token=gated.root_token)
     mark = gated.bao_audit_mark()
+    notified = len(WebhookReceiver.received)  # other modules' approvers post to the same list
     thread, result = in_background(
         lambda: envoy.get("/v1/secret/data/prod/acme/web/db", jwt=jwt, headers={"X-Secretgate-Reason": "INC-42"}, timeout=30)
     )
     item = pending_for(approver, "secret/prod/acme/web/db")
     assert "secret/data/prod/acme/web/db" not in gated.bao_audit_paths(since=mark), "held, not forwarded"
-    assert WebhookReceiver.received, "approvers were notified"
+    # The approver posts the webhook in the background, after the approval is listed.
+    deadline = time.monotonic() + 10
+    while len(WebhookReceiver.received) == notified and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(WebhookReceiver.received) > notified, "approvers were notified within 10 s"
     assert "text" in WebhookReceiver.received[-1]
 
     approved = as_approver(approver, ALICE).request("POST", f"/v1/approvals/{approval_id(item)}/approve", body={})
