@@ -424,6 +424,7 @@ def envoy_config(
     access_log: Path,
     mtls: DevPki | None = None,
     extra_clusters: dict[str, int] | None = None,
+    wasm_plugin_options: dict | None = None,
 ) -> dict:
     """Envoy bootstrap: jwt_authn -> secretgate wasm -> router -> OpenBao.
 
@@ -432,6 +433,8 @@ def envoy_config(
     ``mtls`` the listener speaks TLS and requires a client certificate signed
     by that CA (see downstream_tls_context); without it, plain HTTP.
     ``extra_clusters`` adds loopback clusters by name (e.g. the approval service).
+    ``wasm_plugin_options`` adds fields to the Wasm filter's PluginConfig
+    (e.g. ``{"allow_on_headers_stop_iteration": True}``).
     """
     if not isinstance(plugin_configuration, str):
         plugin_configuration = json.dumps(plugin_configuration)
@@ -455,7 +458,11 @@ def envoy_config(
                 }
             ],
         },
-        "http_filters": [_jwt_authn_filter(jwks), _secretgate_filter(wasm, plugin_configuration), _router_filter()],
+        "http_filters": [
+            _jwt_authn_filter(jwks),
+            _secretgate_filter(wasm, plugin_configuration, wasm_plugin_options),
+            _router_filter(),
+        ],
     }
     return {
         "admin": {
@@ -573,7 +580,7 @@ def _jwt_authn_filter(jwks: dict) -> dict:
     }
 
 
-def _secretgate_filter(wasm: Path, configuration: str) -> dict:
+def _secretgate_filter(wasm: Path, configuration: str, options: dict | None = None) -> dict:
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -589,6 +596,7 @@ def _secretgate_filter(wasm: Path, configuration: str) -> dict:
                     "code": {"local": {"filename": str(wasm)}},
                 },
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                **(options or {}),
             },
         },
     }
@@ -743,6 +751,8 @@ class Stack:
         self.pki = DevPki.load_or_create(self.run_dir) if mtls else None
         # Upstream clusters besides OpenBao, by name -> loopback port (e.g. "approver").
         self.extra_clusters: dict[str, int] = {}
+        # Extra fields of the Wasm filter's PluginConfig (see envoy_config).
+        self.wasm_plugin_options: dict = {}
         self.bao_port, self.listen_port, self.admin_port = free_ports(3)
         # A policies directory served as a live bundle by envoy/bundle_server.py (cluster "bundles").
         self.bundle_dir = Path(bundle_dir).resolve() if bundle_dir else None
@@ -838,15 +848,26 @@ class Stack:
         pairs = (line.rsplit(": ", 1) for line in body.splitlines() if ": " in line)
         return {name: int(value) for name, value in pairs if value.strip().isdigit()}
 
+    def wait_stat(self, pattern: str, until, what: str, timeout: float = 10.0) -> int:
+        """Polls the sum of Envoy's stats matching ``pattern`` (counters and gauges, as
+        ``counters`` reads them) until ``until(total)`` holds, and returns that total.
+        Raises StackError naming ``what`` and the last total after ``timeout`` seconds.
+        Stats are live in the admin endpoint, so this is the way to wait for something
+        Envoy or the filter counts (a request paused on a callout, bytes received, ...)."""
+        deadline = time.monotonic() + timeout
+        total = None
+        while True:
+            with contextlib.suppress(OSError):
+                total = sum(self.counters(pattern).values())
+                if until(total):
+                    return total
+            if time.monotonic() >= deadline:
+                raise StackError(f"{what}: not within {timeout}s ({pattern} was {total}); see {self.path('envoy.log')}")
+            time.sleep(0.05)
+
     def wait_bundle_loaded(self, timeout: float = 15.0) -> None:
         """Until the filter reports a loaded bundle (it denies every request before)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if sum(self.counters("secretgate.bundle.loads").values()) > 0:
-                    return
-            time.sleep(0.1)
-        raise StackError(f"the filter loaded no bundle within {timeout}s; see {self.path('envoy.log')}")
+        self.wait_stat("secretgate.bundle.loads", lambda loads: loads > 0, "the filter loaded a bundle", timeout)
 
     def stop_bundle_server(self) -> None:
         if self._bundle_server is not None:
@@ -1004,6 +1025,7 @@ class Stack:
             access_log=self.path("access.log"),
             mtls=self.pki,
             extra_clusters=self.extra_clusters,
+            wasm_plugin_options=self.wasm_plugin_options,
         )
         config_file.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
         self.envoy_base_id = random.randint(1_000, 4_000_000)  # several Envoys may share the machine

@@ -129,7 +129,9 @@ def test_a_slow_openbao_does_not_hold_up_other_requests(faulty):
         target=lambda: result.update(reply=client.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt()))
     )
     slow.start()
-    time.sleep(0.3)
+    running.wait_stat(
+        "^cluster\\.openbao\\.upstream_rq_active$", lambda active: active == 1, "the slow read reached the upstream"
+    )
     started = time.monotonic()
     still_serving(running)
     assert time.monotonic() - started < 1.5, "a deny waited for the slow upstream"
@@ -176,10 +178,13 @@ def test_openbao_down_is_a_clean_upstream_error(faulty):
 
 
 class SilentApprover(http.server.BaseHTTPRequestHandler):
-    """An approval service that never decides in time."""
+    """An approval service that never decides in time: it holds each callout
+    until the test releases it (or for at most 30 s)."""
+
+    release = threading.Event()
 
     def do_POST(self):  # noqa: N802
-        time.sleep(8)
+        SilentApprover.release.wait(timeout=30)
         self.send_response(200)
         self.end_headers()
 
@@ -201,17 +206,28 @@ def test_a_client_that_leaves_while_waiting_for_approval_is_recorded(tmp_path):
             )
             with socket.create_connection((stack_module.LOOPBACK, running.listen_port)) as client:
                 client.sendall(request.encode())
-                time.sleep(1.0)  # the filter is now waiting for the approval service
+                running.wait_stat(
+                    "^wasmcustom\\.secretgate\\.live\\.approval_callouts$",
+                    lambda waiting: waiting == 1,
+                    "the filter paused the read on its approval callout",
+                )
             records = audit_records(running, "prod/acme/web/db")
             assert records, "no audit record for the abandoned request"
             assert records[-1]["reason"] == "client left while waiting for approval"
-            # Envoy cancelled the callout with the request: nothing stays alive.
-            live = running.counters("^wasmcustom\\.secretgate\\.live\\.")
-            assert live == {"wasmcustom.secretgate.live.approval_callouts": 0, "wasmcustom.secretgate.live.requests": 0}, live
+            # Envoy cancelled the callout with the request: nothing stays alive
+            # (the gauges drop when Envoy deletes the request's context, just after its record).
+            alive = "^(wasmcustom\\.secretgate\\.live\\.(approval_callouts|requests)|cluster\\.approver\\.upstream_rq_active)$"
+            running.wait_stat(alive, lambda live: live == 0, "nothing left alive after the client left")
+            assert running.counters(alive) == {
+                "wasmcustom.secretgate.live.approval_callouts": 0,
+                "wasmcustom.secretgate.live.requests": 0,
+                "cluster.approver.upstream_rq_active": 0,
+            }
             # The filter serves the next request.
             client = RawClient(running.envoy_url, vault_token=running.root_token)
             assert client.get("/v1/secret/data/ci/acme/api/db", jwt=running.mint_jwt()).status == 200
     finally:
+        SilentApprover.release.set()
         silent.shutdown()
         silent.server_close()
 

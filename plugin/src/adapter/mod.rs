@@ -294,6 +294,10 @@ struct AwaitingApproval {
     token: u32,
     record: DecisionRecord,
     edits: ForwardEdits,
+    /// The request body Envoy holds for the paused request, for the record
+    /// (see `on_http_request_body`), and how many of its bytes were captured.
+    held_body: BodyCapture,
+    held_bytes: usize,
     /// Counts the callout in `secretgate.live.approval_callouts` until it ends.
     _live: metrics::Live,
 }
@@ -334,6 +338,13 @@ impl Context for SecretgateHttp {
         }
         let verdict = config.conclude_approval(awaiting.record, awaiting.edits, reply);
         let action = self.carry_out(&config, verdict);
+        if let Some(pending) = self.pending.as_mut() {
+            // A body Envoy handed over while the request waited goes on with
+            // it, and is not shown to this filter again.
+            if awaiting.held_bytes > 0 {
+                pending.request_body = awaiting.held_body;
+            }
+        }
         if action == Action::Continue {
             if let Err(e) = abi::resume_request() {
                 abi::log(abi::LOG_ERROR, &format!("secretgate: host error: {e}"));
@@ -357,10 +368,28 @@ impl HttpContext for SecretgateHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let Some(awaiting) = self.awaiting.as_mut() {
+            // The headers are paused on the approval callout. By default Envoy
+            // holds the body of a paused request and never calls this; with the
+            // Wasm filter's `allow_on_headers_stop_iteration` it does, and
+            // Continue here would forward the request before the decision.
+            // Pause makes Envoy buffer the body until the filter resumes or
+            // refuses; each call then sees everything buffered so far.
+            let start = awaiting.held_bytes.min(body_size);
+            capture_chunk(
+                &mut awaiting.held_body,
+                abi::BUFFER_REQUEST_BODY,
+                start,
+                body_size,
+            );
+            awaiting.held_bytes = body_size;
+            return Action::Pause;
+        }
         if let Some(pending) = self.pending.as_mut() {
             capture_chunk(
                 &mut pending.request_body,
                 abi::BUFFER_REQUEST_BODY,
+                0,
                 body_size,
             );
         }
@@ -385,6 +414,7 @@ impl HttpContext for SecretgateHttp {
             capture_chunk(
                 &mut pending.response_body,
                 abi::BUFFER_RESPONSE_BODY,
+                0,
                 body_size,
             );
         }
@@ -458,6 +488,8 @@ impl SecretgateHttp {
                         token,
                         record,
                         edits,
+                        held_body: config.audit.capture(),
+                        held_bytes: 0,
                         _live: metrics::Live::hold("approval_callouts"),
                     });
                     Action::Pause
@@ -538,13 +570,13 @@ fn read_callout_reply(body_size: usize) -> Result<CalloutReply, ReplyError> {
     parse_reply(status, &body)
 }
 
-/// Copies a body chunk into the bounded capture; the chunk itself always
-/// flows on to the client unchanged.
-fn capture_chunk(capture: &mut BodyCapture, buffer_type: u32, body_size: usize) {
-    if body_size == 0 || !capture.wants_more() {
+/// Copies bytes `start..end` of a body buffer into the bounded capture; the
+/// body itself always flows on unchanged.
+fn capture_chunk(capture: &mut BodyCapture, buffer_type: u32, start: usize, end: usize) {
+    if end <= start || !capture.wants_more() {
         return;
     }
-    match abi::buffer_range(buffer_type, 0, body_size) {
+    match abi::buffer_range(buffer_type, start, end - start) {
         Ok(chunk) => capture.feed(&chunk),
         Err(e) => {
             capture.mark_unreadable();
