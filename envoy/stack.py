@@ -740,8 +740,12 @@ class Stack:
         seed_file: str | os.PathLike = SEED_FILE,
         mtls: bool = False,
         bundle_dir: str | os.PathLike | None = None,
+        concurrency: int = 1,
     ):
         self.run_dir = Path(run_dir).resolve()
+        # Envoy worker threads, each with its own VM; more than one lets
+        # requests race on shared data (recent_reads counts).
+        self.concurrency = concurrency
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # None: built from policies/ when Envoy first starts (OpenBao-only use needs no policies).
         self.plugin_configuration = plugin_config
@@ -1035,7 +1039,7 @@ class Stack:
             "--base-id", str(self.envoy_base_id),
             "--log-path", str(self.path("envoy.log")),
             "-l", "info",
-            "--concurrency", "1",
+            "--concurrency", str(self.concurrency),
             # Access-log lines land within 100ms instead of Envoy's default 10s.
             "--file-flush-interval-msec", "100",
         ]  # fmt: skip

@@ -234,6 +234,8 @@ pub struct HostState {
     pub(crate) metric_names: Vec<(String, i32)>,
     /// Shared data (Envoy shares it between the VMs of one plugin), with CAS tokens.
     pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
+    /// The last shared-data CAS token issued (0: none yet).
+    pub last_cas: u32,
     pub(crate) next_token: u32,
     pub(crate) random_state: u64,
 }
@@ -470,16 +472,19 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
         check_enabled(&c, "proxy_set_shared_data")?;
         let key = text(&read(&mut c, key_ptr, key_len)?);
         let value = read(&mut c, value_ptr, value_len)?;
-        let entry = c
-            .data_mut()
-            .shared_data
-            .entry(key)
-            .or_insert((Vec::new(), 0));
-        // Envoy: a non-zero CAS must match the current token.
-        if cas != 0 && cas as u32 != entry.1 {
-            return Ok(CAS_MISMATCH);
+        // As Envoy (proxy-wasm-cpp-host `SharedData::set`): a non-zero CAS
+        // must match an existing key's token, but an absent key is created
+        // whatever the CAS; tokens come from one counter for every key,
+        // starting at 1 and skipping 0 when it wraps.
+        let state = c.data_mut();
+        if let Some((_, current)) = state.shared_data.get(&key) {
+            if cas != 0 && cas as u32 != *current {
+                return Ok(CAS_MISMATCH);
+            }
         }
-        *entry = (value, entry.1.wrapping_add(1).max(1));
+        state.last_cas = state.last_cas.wrapping_add(1).max(1);
+        let token = state.last_cas;
+        state.shared_data.insert(key, (value, token));
         Ok(OK)
     });
     host!(linker, ENV, "proxy_define_metric", |mut c: Caller<

@@ -748,38 +748,18 @@ fn burst_config() -> Config {
     Config::from_json(config.to_string().as_bytes()).expect("burst config loads")
 }
 
-/// The shared store, as a map of slots (what the filter keeps in shared data).
-#[derive(Default)]
-struct Slots(std::collections::HashMap<String, Vec<u8>>);
-
-impl secretgate::usage::ReadCounter for Slots {
-    fn recent_reads(
-        &mut self,
-        principal: &str,
-        now: std::time::Duration,
-        window: std::time::Duration,
-        is_read: bool,
-    ) -> Result<u64, String> {
-        let key = secretgate::usage::slot_key(principal);
-        let counted = secretgate::usage::count(
-            self.0.get(&key).map(Vec::as_slice),
-            principal,
-            now,
-            window,
-            is_read,
-        );
-        if let Some(value) = counted.store {
-            self.0.insert(key, value);
-        }
-        Ok(counted.recent_reads)
-    }
+/// The filter's counter over an in-memory store with Envoy's semantics.
+fn shared_counter(
+    store: &mut secretgate::usage::MemoryStore,
+) -> impl secretgate::usage::ReadCounter + '_ {
+    secretgate::usage::SharedCounter::new(store, || Ok([5; 32]), None)
 }
 
 #[test]
 fn a_burst_of_reads_trips_a_recent_reads_policy() {
     let config = burst_config();
-    let mut slots = Slots::default();
-    let read = |slots: &mut Slots, repository: &str, path: &str| {
+    let mut store = secretgate::usage::MemoryStore::default();
+    let read = |store: &mut secretgate::usage::MemoryStore, repository: &str, path: &str| {
         let call = Call::get(path).jwt(github_claims(repository, "refs/heads/main", true));
         config.decide_with(
             &RequestFacts {
@@ -791,26 +771,26 @@ fn a_burst_of_reads_trips_a_recent_reads_policy() {
                 jwt_payload: call.jwt.as_deref(),
                 peer_uri_san: None,
             },
-            slots,
+            &mut shared_counter(store),
         )
     };
     for _ in 0..3 {
         assert_eq!(
             status(&read(
-                &mut slots,
+                &mut store,
                 "acme/api",
                 "/v1/secret/data/ci/acme/api/db"
             )),
             200
         );
     }
-    let fourth = read(&mut slots, "acme/api", "/v1/secret/data/ci/acme/api/db");
+    let fourth = read(&mut store, "acme/api", "/v1/secret/data/ci/acme/api/db");
     assert_eq!(status(&fourth), 403);
     assert_eq!(fourth.record.policies, ["no-read-bursts"]);
     // Another workload has its own count.
     assert_eq!(
         status(&read(
-            &mut slots,
+            &mut store,
             "acme/web",
             "/v1/secret/data/ci/acme/web/token"
         )),

@@ -120,6 +120,13 @@ extern "C" {
     ) -> u32;
 }
 
+// std imports it too, for its hash seeds; Envoy answers it with BoringSSL's
+// RAND_bytes.
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, buf_len: usize) -> u16;
+}
+
 fn check(call: &'static str, status: u32) -> Result<(), HostError> {
     if status == STATUS_OK {
         Ok(())
@@ -333,4 +340,11 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostErro
     check("proxy_set_shared_data", unsafe {
         proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
     })
+}
+
+/// Fills `out` with random bytes from the host (WASI `random_get`).
+pub fn random_bytes(out: &mut [u8]) -> Result<(), HostError> {
+    // SAFETY: pointer and length describe a live, writable buffer.
+    let errno = unsafe { random_get(out.as_mut_ptr(), out.len()) };
+    check("random_get", u32::from(errno))
 }

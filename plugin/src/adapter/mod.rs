@@ -5,6 +5,7 @@
 mod abi;
 mod metrics;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -24,7 +25,7 @@ use crate::gate::{self, error_body, ForwardEdits, RequestFacts, Verdict, Verdict
 use crate::identity::IdentitySource;
 use crate::pairs;
 use crate::record::{DecisionRecord, Outcome};
-use crate::usage::{self, ReadCounter};
+use crate::usage::{HashKey, ReadCounter, SharedCounter, SharedStore, StoreError};
 use abi::HostError;
 
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
@@ -359,7 +360,7 @@ impl HttpContext for SecretgateHttp {
             return answer_unconfigured();
         };
         let verdict = with_request_facts(Some(&config.identity.source), |facts| {
-            config.decide_with(facts, &mut SharedReadCounter)
+            with_read_counter(|reads| config.decide_with(facts, reads))
         });
         match verdict {
             Ok(verdict) => self.carry_out(&config, verdict),
@@ -753,35 +754,43 @@ fn with_request_facts<T>(
     }))
 }
 
-/// Read counts in the host's shared data, shared by every worker's VM.
-struct SharedReadCounter;
+/// Envoy's shared data (one store for every VM with this `vm_id`).
+struct HostStore;
 
-/// Concurrent updates from other workers are retried this many times.
-const SHARED_DATA_ATTEMPTS: usize = 4;
-
-impl ReadCounter for SharedReadCounter {
-    fn recent_reads(
-        &mut self,
-        principal: &str,
-        now: Duration,
-        window: Duration,
-        is_read: bool,
-    ) -> Result<u64, String> {
-        let key = usage::slot_key(principal);
-        for _ in 0..SHARED_DATA_ATTEMPTS {
-            let (stored, cas) = abi::shared_data(&key).map_err(|e| e.to_string())?;
-            let counted = usage::count(stored.as_deref(), principal, now, window, is_read);
-            let Some(value) = counted.store else {
-                return Ok(counted.recent_reads);
-            };
-            match abi::set_shared_data(&key, &value, cas) {
-                Ok(()) => return Ok(counted.recent_reads),
-                Err(e) if e.status == abi::STATUS_CAS_MISMATCH => continue,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err("shared read counts kept changing under concurrent updates".into())
+impl SharedStore for HostStore {
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+        abi::shared_data(key).map_err(|e| StoreError::Host(e.to_string()))
     }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        abi::set_shared_data(key, value, cas).map_err(|e| match e.status {
+            abi::STATUS_CAS_MISMATCH => StoreError::CasMismatch,
+            _ => StoreError::Host(e.to_string()),
+        })
+    }
+}
+
+thread_local! {
+    /// The process's slot key once this VM has read it: it never changes
+    /// after it is made, so one lookup per VM is enough.
+    static SLOT_KEY: Cell<Option<HashKey>> = const { Cell::new(None) };
+}
+
+fn random_slot_key() -> Result<HashKey, String> {
+    let mut key = [0u8; 32];
+    abi::random_bytes(&mut key).map_err(|e| e.to_string())?;
+    Ok(key)
+}
+
+/// Counts `context.recent_reads` in shared data; see `usage`.
+fn with_read_counter<T>(f: impl FnOnce(&mut dyn ReadCounter) -> T) -> T {
+    let cached = SLOT_KEY.with(Cell::get);
+    let mut counter = SharedCounter::new(HostStore, random_slot_key, cached);
+    let result = f(&mut counter);
+    if cached.is_none() {
+        SLOT_KEY.with(|key| key.set(counter.hash_key()));
+    }
+    result
 }
 
 fn apply_edits(edits: &ForwardEdits) -> Result<(), HostError> {
