@@ -103,10 +103,8 @@ impl IdentityConfig {
             IdentitySource::Mtls => {
                 let san = evidence.peer_uri_san.ok_or(IdentityError::Missing)?;
                 let id = principal_id(san)?;
-                if !id.starts_with("spiffe://") {
-                    return Err(IdentityError::Malformed);
-                }
-                (id, Map::new())
+                let claims = spiffe_claims(&id, shape).ok_or(IdentityError::Malformed)?;
+                (id, claims)
             }
             IdentitySource::Jwt {
                 principal_claim, ..
@@ -140,6 +138,42 @@ impl IdentityConfig {
     }
 }
 
+/// The claims an mTLS caller's SPIFFE ID carries, so one policy can compare
+/// them with a path's attributes instead of naming every workload:
+/// `spiffe_id`, `trust_domain`, `workload_path` (the ID's path, from its
+/// first `/`) and, for the Kubernetes shape `/ns/<namespace>/sa/<account>`,
+/// `k8s_namespace` and `k8s_service_account`. Only those the schema declares
+/// as `String` claims reach Cedar. `None`: not a SPIFFE ID.
+fn spiffe_claims(id: &str, shape: &ClaimsShape) -> Option<Map<String, Value>> {
+    let rest = id.strip_prefix("spiffe://")?;
+    let (trust_domain, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if trust_domain.is_empty() {
+        return None;
+    }
+    let mut found = vec![
+        ("spiffe_id", id),
+        ("trust_domain", trust_domain),
+        ("workload_path", path),
+    ];
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    if let ["ns", namespace, "sa", account] = segments.as_slice() {
+        found.push(("k8s_namespace", namespace));
+        found.push(("k8s_service_account", account));
+    }
+    Some(
+        found
+            .into_iter()
+            .filter(|(name, value)| {
+                !value.is_empty() && shape.claim_type(name) == Some(ClaimType::String)
+            })
+            .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
+            .collect(),
+    )
+}
+
 /// Whether a claim type can name a principal.
 pub fn can_name_principal(claim_type: Option<ClaimType>) -> bool {
     matches!(claim_type, None | Some(ClaimType::String | ClaimType::Long))
@@ -169,6 +203,42 @@ mod tests {
               context: { claims: { repository?: String, run_number?: Long } } };"#;
         let (json, _) = cedar_policy::schema_str_to_json_with_resolved_types(schema).unwrap();
         ClaimsShape::from_schema_json(&json).unwrap()
+    }
+
+    #[test]
+    fn a_spiffe_id_carries_its_parts_as_declared_claims() {
+        let schema = r#"entity Workload;
+            action read appliesTo { principal: Workload, resource: Workload,
+              context: { claims: { trust_domain?: String, k8s_namespace?: String,
+                                   k8s_service_account?: String, workload_path?: String } } };"#;
+        let (json, _) = cedar_policy::schema_str_to_json_with_resolved_types(schema).unwrap();
+        let shape = ClaimsShape::from_schema_json(&json).unwrap();
+        let mtls = config(IdentitySource::Mtls);
+        let with = |san: &'static [u8]| {
+            mtls.principal(
+                &IdentityEvidence {
+                    peer_uri_san: Some(san),
+                    ..Default::default()
+                },
+                &shape,
+            )
+        };
+        let k8s = with(b"spiffe://prod.acme.test/ns/payments/sa/api").unwrap();
+        assert_eq!(k8s.id, "spiffe://prod.acme.test/ns/payments/sa/api");
+        assert_eq!(
+            Value::Object(k8s.claims),
+            serde_json::json!({"trust_domain": "prod.acme.test", "workload_path": "/ns/payments/sa/api",
+                               "k8s_namespace": "payments", "k8s_service_account": "api"})
+        );
+        // Not the Kubernetes shape: no namespace or account, and an
+        // undeclared claim (`spiffe_id`) never reaches Cedar.
+        let other = with(b"spiffe://prod.acme.test/ci/api").unwrap();
+        assert_eq!(
+            Value::Object(other.claims),
+            serde_json::json!({"trust_domain": "prod.acme.test", "workload_path": "/ci/api"})
+        );
+        assert_eq!(with(b"spiffe:///ns/a/sa/b"), Err(IdentityError::Malformed));
+        assert_eq!(with(b"https://acme.test/x"), Err(IdentityError::Malformed));
     }
 
     #[test]
