@@ -70,7 +70,7 @@ pub struct ConfigSpec {
     #[serde(default)]
     pub policies_append: Option<String>,
     #[serde(default)]
-    pub mounts: Option<BTreeMap<String, String>>,
+    pub mounts: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     pub identity: Option<Value>,
     /// Passed through as the configuration's `audit` and `approval` keys.
