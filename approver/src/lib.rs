@@ -1,6 +1,7 @@
 //! Secretgate approval service: holds high-risk secret requests until a human
 //! approves. See README.md for the callout protocol and configuration.
 
+pub mod app;
 pub mod config;
 pub mod protocol;
 pub mod rules;

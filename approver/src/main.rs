@@ -1,7 +1,7 @@
 //! `approver serve` runs the service; `list`, `approve`, `deny` and `revoke`
 //! act through its HTTP API with an approver's bearer token.
 
-use approver::{config::Config, server, store::Store};
+use approver::{app, config::Config, server, store::Store};
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
 
@@ -113,7 +113,7 @@ async fn serve(path: PathBuf) -> Result<(), String> {
         // With port 0 in `listen`, approval URLs must name the port actually bound.
         cfg.public_url = Some(format!("http://{addr}"));
     }
-    let app = server::App::new(cfg, store);
+    let app = app::App::new(cfg, store);
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

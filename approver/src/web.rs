@@ -2,8 +2,8 @@
 //! bearer token and sets an HttpOnly, SameSite=Strict session cookie. Every
 //! state-changing form carries the session's CSRF token (synchronizer token).
 
+use crate::app::{ApiError, Session, Shared};
 use crate::config::Approver;
-use crate::server::{ApiError, Shared};
 use crate::util::{ct_eq, html_escape as esc, now_ms, random_id, rfc3339};
 use axum::{
     extract::{Path, State},
@@ -15,13 +15,6 @@ use axum::{
 use serde::Deserialize;
 
 pub const COOKIE: &str = "sg_session";
-
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub approver_id: String,
-    pub csrf: String,
-    pub expires_at: i64,
-}
 
 pub fn routes() -> Router<Shared> {
     Router::new()
