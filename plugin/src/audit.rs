@@ -753,7 +753,6 @@ pub fn deliver(
             Err(e) => format!("the host refused the record: {e}"),
         }
     };
-    drop(full);
     let refuse = config.on_failure == OnFailure::Deny && stage == Stage::BeforeAnswer;
     let compact = if refuse {
         let refused = DecisionRecord {

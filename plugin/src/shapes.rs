@@ -233,12 +233,10 @@ const IDENTITY_DATA: Shape = fields(&[
     ("ttl", Shape::Kept),
 ]);
 
-/// The data of an answer about nothing Secretgate knows the shape of: an
-/// unknown engine, or one whose data is the secret (KV v1, cubbyhole, and
-/// `sys/`, where `sys/wrapping/unwrap` answers with another mount's secret).
-const SECRET_DATA: Shape = Shape::Secret;
-
-const KV_V1_RESPONSE: Shape = envelope!(SECRET_DATA);
+/// An answer whose data Secretgate knows no shape of: an unknown engine, or
+/// one whose data is the secret (KV v1, cubbyhole, and `sys/`, where
+/// `sys/wrapping/unwrap` answers with another mount's secret).
+const SECRET_DATA_RESPONSE: Shape = envelope!(Shape::Secret);
 const KV_V2_RESPONSE: Shape = envelope!(KV_V2_DATA);
 const DATABASE_RESPONSE: Shape = envelope!(DATABASE_DATA);
 const AWS_RESPONSE: Shape = envelope!(AWS_DATA);
@@ -269,7 +267,7 @@ fn response_shape(mount_type: Option<MountType>) -> &'static Shape {
         Some(MountType::Auth) => &AUTH_RESPONSE,
         Some(MountType::Identity) => &IDENTITY_RESPONSE,
         Some(MountType::KvV1 | MountType::Cubbyhole | MountType::Sys | MountType::Other) | None => {
-            &KV_V1_RESPONSE
+            &SECRET_DATA_RESPONSE
         }
     }
 }
