@@ -59,6 +59,11 @@ pub struct ConfigSpec {
     /// string passed verbatim. Excludes the other keys.
     #[serde(default)]
     pub inline: Option<Value>,
+    /// A plugin configuration file (a JSON object, relative to the scenario
+    /// file) that the other keys add to: a policy pack's `config.json`, so its
+    /// scenarios test the mounts and identity the pack ships.
+    #[serde(default)]
+    pub base: Option<String>,
     /// File paths, relative to the scenario file.
     #[serde(default)]
     pub schema: Option<String>,
@@ -269,8 +274,12 @@ fn read_text(base: &Path, relative: &str) -> Result<(PathBuf, String), String> {
 /// Builds the plugin configuration; returns it with the policies file path.
 pub fn build_config(spec: &ConfigSpec, base: &Path) -> Result<(Vec<u8>, Option<PathBuf>), String> {
     if let Some(inline) = &spec.inline {
-        if spec.schema.is_some() || spec.policies.is_some() || spec.entities.is_some() {
-            return Err("config: `inline` excludes schema/policies/entities".into());
+        if spec.schema.is_some()
+            || spec.policies.is_some()
+            || spec.entities.is_some()
+            || spec.base.is_some()
+        {
+            return Err("config: `inline` excludes base/schema/policies/entities".into());
         }
         return Ok(match inline {
             Value::String(raw) => (raw.clone().into_bytes(), None),
@@ -299,12 +308,25 @@ pub fn build_config(spec: &ConfigSpec, base: &Path) -> Result<(Vec<u8>, Option<P
         }
         None => json!([]),
     };
-    let mut config = json!({
-        "schema": schema,
-        "policies": policies,
-        "entities": entities,
-        "mounts": spec.mounts.clone().unwrap_or_default(),
-    });
+    let mut config = match &spec.base {
+        Some(file) => {
+            let (path, text) = read_text(base, file)?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(object @ Value::Object(_)) => object,
+                Ok(_) => return Err(format!("{}: not a JSON object", path.display())),
+                Err(e) => return Err(format!("{}:{}: {e}", path.display(), e.line())),
+            }
+        }
+        None => json!({}),
+    };
+    config["schema"] = json!(schema);
+    config["policies"] = json!(policies);
+    config["entities"] = entities;
+    if let Some(mounts) = &spec.mounts {
+        config["mounts"] = json!(mounts);
+    } else if config.get("mounts").is_none() {
+        config["mounts"] = json!({});
+    }
     for (key, value) in [
         ("identity", &spec.identity),
         ("audit", &spec.audit),
