@@ -80,6 +80,10 @@ pub struct Bundle {
     pub policies: Option<String>,
     #[serde(default)]
     pub entities: Option<Value>,
+    /// Path templates by mount path (each a configured mount), replacing
+    /// every inline template when present.
+    #[serde(default)]
+    pub templates: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Free text naming the bundle's version, for logs.
     #[serde(default)]
     pub revision: Option<String>,

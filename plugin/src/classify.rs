@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Deserialize;
+use serde_json::Value;
+
 use crate::path::{clean_path_segments, encode_segments, namespace_segments, ApiPath, PathError};
 
 /// The Cedar actions of the Secretgate vocabulary.
@@ -262,6 +265,50 @@ impl fmt::Display for MountError {
     }
 }
 
+/// The `mounts` table split into what the classifier needs (each mount's
+/// type) and the path templates of the mounts written in object form:
+/// `"secret": "kv-v2"` or `"secret": {"type": "kv-v2", "templates": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountSpecs {
+    pub types: BTreeMap<String, String>,
+    pub templates: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountObject {
+    #[serde(rename = "type")]
+    mount_type: String,
+    #[serde(default)]
+    templates: Vec<String>,
+}
+
+impl MountSpecs {
+    pub fn from_raw(raw: &BTreeMap<String, Value>) -> Result<MountSpecs, MountError> {
+        let mut specs = MountSpecs::default();
+        for (path, value) in raw {
+            let (mount_type, templates) = match value {
+                Value::String(mount_type) => (mount_type.clone(), Vec::new()),
+                Value::Object(_) => {
+                    let object = MountObject::deserialize(value)
+                        .map_err(|e| MountError(format!("mount {path:?}: {e}")))?;
+                    (object.mount_type, object.templates)
+                }
+                _ => {
+                    return Err(MountError(format!(
+                        "mount {path:?}: expected a type name or {{\"type\": ..., \"templates\": [...]}}"
+                    )))
+                }
+            };
+            specs.types.insert(path.clone(), mount_type);
+            if !templates.is_empty() {
+                specs.templates.insert(path.clone(), templates);
+            }
+        }
+        Ok(specs)
+    }
+}
+
 /// Where a request landed: its namespace and its mount.
 struct Mounted<'a> {
     mount_type: MountType,
@@ -346,6 +393,12 @@ impl MountTable {
             let (namespace, local) = segments.split_at(self.namespace_len(segments));
             (namespace.join("/"), local.join("/"), *mount_type)
         })
+    }
+
+    /// The configured mounts' paths, namespace included, as resource ids
+    /// under them start (`nsx/secret`).
+    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.mounts.iter().map(|(segments, _)| segments.join("/"))
     }
 
     /// The declared namespaces, their parents included.

@@ -12,9 +12,10 @@ use serde_json::Value;
 use crate::approval::ApprovalConfig;
 use crate::audit::{AuditConfig, RawAuditConfig};
 use crate::bundle::{Bundle, BundleConfig};
-use crate::classify::{MountError, MountTable};
+use crate::classify::{MountError, MountSpecs, MountTable};
 use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
 use crate::policy::{PolicyEngine, PolicyError};
+use crate::templates::TemplateTable;
 
 /// The configuration as operators write it (see README: Configuration).
 #[derive(Debug, Deserialize)]
@@ -27,7 +28,7 @@ struct RawConfig {
     #[serde(default = "no_entities")]
     entities: Value,
     #[serde(default)]
-    mounts: BTreeMap<String, String>,
+    mounts: BTreeMap<String, Value>,
     #[serde(default)]
     namespaces: Vec<String>,
     identity: RawIdentity,
@@ -93,6 +94,7 @@ fn default_principal_claim() -> String {
 pub enum ConfigError {
     Json(String),
     Mounts(MountError),
+    Templates(String),
     Identity(String),
     Audit(String),
     Approval(String),
@@ -105,6 +107,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Json(e) => write!(f, "configuration: {e}"),
             ConfigError::Mounts(e) => write!(f, "mounts: {e}"),
+            ConfigError::Templates(e) => write!(f, "mounts: {e}"),
             ConfigError::Identity(e) => write!(f, "identity: {e}"),
             ConfigError::Audit(e) => write!(f, "audit: {e}"),
             ConfigError::Approval(e) => write!(f, "approval: {e}"),
@@ -137,6 +140,8 @@ struct PolicySources {
     schema: Option<String>,
     policies: Option<String>,
     entities: Value,
+    /// Path templates by mount.
+    templates: BTreeMap<String, Vec<String>>,
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -150,8 +155,9 @@ impl Config {
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let specs = MountSpecs::from_raw(&raw.mounts).map_err(ConfigError::Mounts)?;
         let mounts =
-            MountTable::from_config(&raw.mounts, &raw.namespaces).map_err(ConfigError::Mounts)?;
+            MountTable::from_config(&specs.types, &raw.namespaces).map_err(ConfigError::Mounts)?;
         let audit = match raw.audit {
             Some(raw_audit) => AuditConfig::from_raw(raw_audit).map_err(ConfigError::Audit)?,
             None => AuditConfig::default(),
@@ -220,6 +226,7 @@ impl Config {
                 schema: raw.schema,
                 policies: raw.policies,
                 entities: raw.entities,
+                templates: specs.templates,
             },
         };
         match (
@@ -228,8 +235,12 @@ impl Config {
             &config.inline.policies,
         ) {
             (None, Some(schema), Some(policies)) => {
-                config.engine =
-                    Some(config.build_engine(schema, policies, &config.inline.entities)?);
+                config.engine = Some(config.build_engine(
+                    schema,
+                    policies,
+                    &config.inline.entities,
+                    &config.inline.templates,
+                )?);
             }
             (None, _, _) => {
                 return Err(ConfigError::Json(
@@ -239,7 +250,12 @@ impl Config {
             // Checked now so a typo fails at start, but not served: with a
             // bundle configured, nothing is allowed before a bundle loads.
             (Some(_), Some(schema), Some(policies)) => {
-                config.build_engine(schema, policies, &config.inline.entities)?;
+                config.build_engine(
+                    schema,
+                    policies,
+                    &config.inline.entities,
+                    &config.inline.templates,
+                )?;
             }
             (Some(_), _, _) => {}
         }
@@ -257,7 +273,8 @@ impl Config {
             ));
         };
         let entities = bundle.entities.as_ref().unwrap_or(&self.inline.entities);
-        let engine = self.build_engine(schema, policies, entities)?;
+        let templates = bundle.templates.as_ref().unwrap_or(&self.inline.templates);
+        let engine = self.build_engine(schema, policies, entities, templates)?;
         Ok(Config {
             engine: Some(engine),
             mounts: self.mounts.clone(),
@@ -276,12 +293,21 @@ impl Config {
         schema: &str,
         policies: &str,
         entities: &Value,
+        templates: &BTreeMap<String, Vec<String>>,
     ) -> Result<PolicyEngine, ConfigError> {
         if !entities.is_array() {
             return Err(ConfigError::Json("entities must be a JSON array".into()));
         }
-        let engine = PolicyEngine::load(schema, policies, entities, &self.identity.principal_type)
-            .map_err(ConfigError::Policy)?;
+        let templates = TemplateTable::new(self.mounts.paths(), templates)
+            .map_err(|e| ConfigError::Templates(e.to_string()))?;
+        let engine = PolicyEngine::load(
+            schema,
+            policies,
+            entities,
+            &self.identity.principal_type,
+            &templates,
+        )
+        .map_err(ConfigError::Policy)?;
         if let IdentitySource::Jwt {
             principal_claim, ..
         } = &self.identity.source

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod policy_text;
 pub mod record;
 pub mod shapes;
+pub mod templates;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

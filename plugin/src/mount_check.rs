@@ -30,14 +30,14 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::classify::{MountTable, MountType};
+use crate::classify::{MountSpecs, MountTable, MountType};
 
 /// The part of the filter configuration the check reads; every other key
 /// is the filter's business and is ignored here.
 #[derive(Debug, Deserialize)]
 struct RawMountConfig {
     #[serde(default)]
-    mounts: BTreeMap<String, String>,
+    mounts: BTreeMap<String, Value>,
     #[serde(default)]
     namespaces: Vec<String>,
 }
@@ -62,7 +62,9 @@ impl ConfiguredMounts {
         }
         let raw: RawMountConfig =
             serde_json::from_value(value).map_err(|e| format!("configuration: {e}"))?;
-        let table = MountTable::from_config(&raw.mounts, &raw.namespaces)
+        // The object form's templates are the filter's business too.
+        let specs = MountSpecs::from_raw(&raw.mounts).map_err(|e| format!("mounts: {e}"))?;
+        let table = MountTable::from_config(&specs.types, &raw.namespaces)
             .map_err(|e| format!("mounts: {e}"))?;
         Ok(ConfiguredMounts {
             mounts: table.mounts().collect(),
@@ -777,11 +779,28 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_in_object_form_is_read_by_its_type() {
+        let config = config(json!({"mounts": {
+            "secret": {"type": "kv-v2", "templates": ["ci/{repository=*/*}/**"]},
+            "kv": "kv-v1",
+        }}));
+        assert_eq!(
+            config.mounts,
+            [
+                (String::new(), "kv".to_owned(), MountType::KvV1),
+                (String::new(), "secret".to_owned(), MountType::KvV2),
+            ]
+        );
+    }
+
+    #[test]
     fn the_configuration_is_validated_as_the_filter_validates_it() {
         let err =
             |value: Value| ConfiguredMounts::from_json(value.to_string().as_bytes()).unwrap_err();
         assert!(err(json!({"mounts": {"secret": "kv-v3"}})).starts_with("mounts: "));
         assert!(err(json!({"mounts": {"a/../b": "kv-v2"}})).starts_with("mounts: "));
+        assert!(err(json!({"mounts": {"secret": {"templates": []}}})).starts_with("mounts: "));
+        assert!(err(json!({"mounts": {"secret": 2}})).starts_with("mounts: "));
         assert!(err(json!({"namespaces": ["root"]})).contains("\"root\""));
         assert!(err(json!({"namespaces": ["a/../b"]})).contains("namespace \"a/../b\""));
         assert!(err(json!({"namespaces": "nsx"})).starts_with("configuration: "));

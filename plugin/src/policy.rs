@@ -43,6 +43,7 @@ use crate::classify::{Action, ResourceKind, ResourceRef};
 use crate::identity::Principal;
 use crate::memo::Memo;
 use crate::policy_text::{self, StatementSpans};
+use crate::templates::{Capture, TemplateTable};
 
 /// How many request scopes and source addresses a loaded configuration
 /// keeps: a few hundred KiB at most.
@@ -187,6 +188,8 @@ pub struct PolicyEngine {
     resource_types: HashMap<ResourceKind, EntityTypeName>,
     authorizer: Authorizer,
     approvals: ApprovalRules,
+    /// Attributes resources get from their paths.
+    templates: TemplateTable,
     /// The schema declares `context.recent_reads`: the filter counts reads.
     recent_reads: bool,
     scopes: Memo<ScopeKey, Arc<Scope>>,
@@ -226,12 +229,15 @@ fn first_offset(diagnostic: &dyn Diagnostic) -> Option<usize> {
 impl PolicyEngine {
     /// Parses and strictly validates a configuration. `entities` is Cedar's
     /// entities JSON; resource-type entities there may carry attributes and
-    /// get their folder parents added.
+    /// get their folder parents added. `templates` give resources attributes
+    /// from their paths; the schema must declare each, and `entities` may not
+    /// also set one.
     pub fn load(
         schema_src: &str,
         policies_src: &str,
         entities: &Value,
         principal_type: &str,
+        templates: &TemplateTable,
     ) -> Result<PolicyEngine, PolicyError> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_src)
             .map_err(|e| PolicyError::general(format!("schema: {e}")))?;
@@ -271,9 +277,10 @@ impl PolicyEngine {
             }
         }
 
+        check_template_attributes(&schema_json, templates)?;
         let (policies, approvals) = parse_policies(policies_src)?;
         validate_policies(&schema, &policies, policies_src)?;
-        let entities = load_entities(entities, &schema, &resource_types)?;
+        let entities = load_entities(entities, &schema, &resource_types, templates)?;
         let index = ScopeIndex::build(&policies)?;
 
         let mut engine = PolicyEngine {
@@ -287,6 +294,7 @@ impl PolicyEngine {
             resource_types,
             authorizer: Authorizer::new(),
             approvals,
+            templates: templates.clone(),
             recent_reads: false,
             scopes: Memo::new(MEMO_CAPACITY),
             source_ips: Memo::new(MEMO_CAPACITY),
@@ -478,26 +486,37 @@ impl PolicyEngine {
     fn entity_slice(&self, request: &AccessRequest<'_>) -> Result<Entities, String> {
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let mut slice: Vec<Entity> = Vec::new();
-        let mut take = |uid: &EntityUid, fallback_parent: Option<EntityUid>| {
+        let captures = self.templates.captures(request.resource);
+        let mut take = |uid: &EntityUid,
+                        fallback_parent: Option<EntityUid>|
+         -> Result<(), String> {
             if !seen.insert(uid.clone()) {
-                return;
+                return Ok(());
             }
             let entity = match self.entities.get(uid) {
                 Some(stored) => stored.clone(),
                 None => Entity::new_no_attrs(uid.clone(), fallback_parent.into_iter().collect()),
             };
-            slice.push(entity);
+            let is_resource = self.resource_types.values().any(|t| t == uid.type_name());
+            let captured: Vec<&Capture> = if is_resource {
+                let id = uid.id().unescaped();
+                self.templates.attributes_of(&captures, id).collect()
+            } else {
+                Vec::new()
+            };
+            slice.push(with_captures(entity, &captured)?);
+            Ok(())
         };
 
         let principal = uid(&self.principal_type, &request.principal.id);
-        take(&principal, None);
+        take(&principal, None)?;
         for ancestor in self.entities.ancestors(&principal).into_iter().flatten() {
-            take(ancestor, None);
+            take(ancestor, None)?;
         }
         if let Some(action) = self.actions.get(&request.action) {
-            take(action, None);
+            take(action, None)?;
             for ancestor in self.entities.ancestors(action).into_iter().flatten() {
-                take(ancestor, None);
+                take(ancestor, None)?;
             }
         }
         let folder_type = self
@@ -511,10 +530,10 @@ impl PolicyEngine {
         let mut current = uid(resource_type, &request.resource.id);
         for folder in request.resource.ancestors() {
             let parent = uid(folder_type, folder);
-            take(&current, Some(parent.clone()));
+            take(&current, Some(parent.clone()))?;
             current = parent;
         }
-        take(&current, None);
+        take(&current, None)?;
         Entities::from_entities(slice, None).map_err(|e| format!("entities: {e}"))
     }
 
@@ -752,13 +771,89 @@ fn validate_policies(schema: &Schema, policies: &PolicySet, src: &str) -> Result
     first_error.map_or(Ok(()), Err)
 }
 
+/// An entity with the attributes a path template captured added.
+fn with_captures(entity: Entity, captures: &[&Capture]) -> Result<Entity, String> {
+    if captures.is_empty() {
+        return Ok(entity);
+    }
+    let (entity_uid, mut attrs, parents) = entity.into_inner();
+    for capture in captures {
+        attrs.insert(
+            capture.name.clone(),
+            RestrictedExpression::new_string(capture.value.clone()),
+        );
+    }
+    Entity::new(entity_uid, attrs, parents).map_err(|e| format!("entities: {e}"))
+}
+
+/// Every attribute a template captures must be an optional `String` of
+/// both `Secret` and `Path`: a request's resource and its folders get it,
+/// and only some of them do.
+fn check_template_attributes(
+    schema_json: &Value,
+    templates: &TemplateTable,
+) -> Result<(), PolicyError> {
+    let root = schema_json.get("").unwrap_or(&Value::Null);
+    let common = root.get("commonTypes").and_then(Value::as_object);
+    for (mount, template) in templates.templates() {
+        for name in template.names() {
+            for entity_type in [ResourceKind::Secret, ResourceKind::Path] {
+                let type_name = entity_type.type_name();
+                let declared = root
+                    .pointer(&format!("/entityTypes/{type_name}/shape"))
+                    .and_then(|shape| resolve_common(shape, common))
+                    .and_then(|shape| shape.get("attributes"))
+                    .and_then(|attributes| attributes.get(name));
+                let optional_string = declared.is_some_and(|attribute| {
+                    attribute.get("required").and_then(Value::as_bool) == Some(false)
+                        && resolve_common(attribute, common).is_some_and(is_string_type)
+                });
+                if !optional_string {
+                    return Err(PolicyError::general(format!(
+                        "mount {mount:?}, template {:?}: the schema must declare `{name}?: String` on {type_name}",
+                        template.text()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows common-type references (`{"type": "EntityOrCommon", "name": "T"}`
+/// or `{"type": "T"}`) to a definition.
+fn resolve_common<'a>(ty: &'a Value, common: Option<&'a Map<String, Value>>) -> Option<&'a Value> {
+    let mut current = ty;
+    for _ in 0..16 {
+        let name = match current.get("type")?.as_str()? {
+            "EntityOrCommon" => current.get("name")?.as_str()?,
+            other => other,
+        };
+        match common.and_then(|c| c.get(name)) {
+            Some(definition) => current = definition,
+            None => return Some(current),
+        }
+    }
+    None
+}
+
+fn is_string_type(ty: &Value) -> bool {
+    match ty.get("type").and_then(Value::as_str) {
+        Some("String") => true,
+        Some("EntityOrCommon") => ty.get("name").and_then(Value::as_str) == Some("String"),
+        _ => false,
+    }
+}
+
 /// Loads configured entities against the schema. Secret/Path/Endpoint
 /// entities get their folder parents, so attributes declared on a folder
-/// are seen by every request under it.
+/// are seen by every request under it. An attribute a path template also
+/// gives the entity is refused: two sources for one fact.
 fn load_entities(
     entities: &Value,
     schema: &Schema,
     resource_types: &HashMap<ResourceKind, EntityTypeName>,
+    templates: &TemplateTable,
 ) -> Result<Entities, PolicyError> {
     let loaded = Entities::from_json_value(entities.clone(), Some(schema))
         .map_err(|e| PolicyError::general(format!("entities: {e}")))?;
@@ -782,6 +877,13 @@ fn load_entities(
         };
         if let Some(folder) = resource.ancestors().next() {
             parents.insert(uid(folder_type, folder));
+        }
+        for (name, template) in templates.possible_attributes(kind, &resource.id) {
+            if attrs.contains_key(&name) {
+                return Err(PolicyError::general(format!(
+                    "entities: {resource} sets attribute {name:?}, which template {template:?} also sets"
+                )));
+            }
         }
         let entity = Entity::new(entity_uid, attrs, parents)
             .map_err(|e| PolicyError::general(format!("entities: {e}")))?;
@@ -819,7 +921,14 @@ mod tests {
             {"uid": {"type": "Workload", "id": "w1"}, "attrs": {}, "parents": [{"type": "Group", "id": "ci"}]},
             {"uid": {"type": "Secret", "id": "kv/b/linked"}, "attrs": {}, "parents": [{"type": "Path", "id": "shared"}]},
         ]);
-        PolicyEngine::load(SCHEMA, POLICIES, &entities, "Workload").unwrap()
+        PolicyEngine::load(
+            SCHEMA,
+            POLICIES,
+            &entities,
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap()
     }
 
     /// Cedar over the whole policy set, as `evaluate` did before the index.
@@ -933,9 +1042,22 @@ mod tests {
     fn a_request_shape_cedar_rejected_is_never_let_through_unvalidated() {
         let schema = per_action_claims_schema();
         let policies = r#"@id("all") permit (principal, action, resource);"#;
-        let engine = PolicyEngine::load(&schema, policies, &json!([]), "Workload").unwrap();
-        let mut always_validating =
-            PolicyEngine::load(&schema, policies, &json!([]), "Workload").unwrap();
+        let engine = PolicyEngine::load(
+            &schema,
+            policies,
+            &json!([]),
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap();
+        let mut always_validating = PolicyEngine::load(
+            &schema,
+            policies,
+            &json!([]),
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap();
         always_validating.valid_shapes = None;
 
         let mut claims = Map::new();
@@ -1040,10 +1162,24 @@ mod tests {
 
     #[test]
     fn enumerated_entity_types_turn_the_shape_memo_off() {
-        let plain = PolicyEngine::load(SCHEMA, "", &json!([]), "Workload").unwrap();
+        let plain = PolicyEngine::load(
+            SCHEMA,
+            "",
+            &json!([]),
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap();
         assert!(plain.valid_shapes.is_some());
         let with_enum = format!("{SCHEMA}\nentity Tier enum [\"gold\", \"silver\"];");
-        let engine = PolicyEngine::load(&with_enum, "", &json!([]), "Workload").unwrap();
+        let engine = PolicyEngine::load(
+            &with_enum,
+            "",
+            &json!([]),
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap();
         assert!(engine.valid_shapes.is_none());
     }
 }
