@@ -62,7 +62,9 @@ CLAIMS_METADATA_KEY = "ci_claims"
 PRINCIPAL_HEADER = "x-secretgate-principal"
 
 # Which secrets-engine flavour is mounted where; the filter needs it to turn a
-# Vault HTTP path into a (mount, secret path, action) triple.
+# Vault HTTP path into a (mount, secret path, action) triple. The plugin
+# configuration takes the mounts (with their path templates) from the
+# policies directory's config.json, when it has one.
 MOUNTS = {"secret": "kv-v2", "kv": "kv-v1"}
 
 JWT_IDENTITY = {
@@ -161,11 +163,13 @@ def port_accepts(port: int) -> bool:
 def plugin_config(policies_dir: str | os.PathLike = POLICIES_DIR, identity: dict | None = None) -> dict:
     """The secretgate plugin configuration built from a policies directory."""
     policies = Path(policies_dir)
+    config_file = policies / "config.json"
+    mounts = json.loads(config_file.read_text())["mounts"] if config_file.exists() else dict(MOUNTS)
     return {
         "schema": (policies / "schema.cedarschema").read_text(),
         "policies": (policies / "policies.cedar").read_text(),
         "entities": json.loads((policies / "entities.json").read_text()),
-        "mounts": dict(MOUNTS),
+        "mounts": mounts,
         "identity": dict(identity or JWT_IDENTITY),
         "audit": dict(DEV_AUDIT),
     }

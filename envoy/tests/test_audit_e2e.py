@@ -120,7 +120,7 @@ def test_every_kind_of_request_leaves_one_masked_record(audited):
     assert read["principal"] == {"type": "Workload", "id": "repo:acme/api:ref:refs/heads/main"}
     assert read["claims"]["repository"] == "acme/api"
     assert read["resource"] == 'Secret::"secret/ci/acme/api/canary"'
-    assert read["policies"] == ["ci-acme-api-reads-own-secrets"]
+    assert read["policies"] == ["ci-reads-own-repository"]
     assert read["response_status"] == 200
     assert read["response_body"]["json"]["data"]["data"]["value"] == keyed(canaries["kv2"])
     assert read["response_body"]["json"]["data"]["metadata"]["version"] == 1

@@ -179,7 +179,7 @@ config:
   schema: POLICIES/schema.cedarschema
   policies: POLICIES/policies.cedar
   entities: POLICIES/entities.json
-  mounts: {secret: kv-v2}
+  base: POLICIES/config.json
   identity: {source: jwt, payload_in_metadata: ci_claims}
 scenarios:
   - name: numbers are doubles

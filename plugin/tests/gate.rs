@@ -19,9 +19,14 @@ fn demo_config(identity: Value) -> Value {
         "schema": policies_dir("schema.cedarschema"),
         "policies": policies_dir("policies.cedar"),
         "entities": serde_json::from_str::<Value>(&policies_dir("entities.json")).unwrap(),
-        "mounts": {"secret": "kv-v2", "kv": "kv-v1"},
+        "mounts": demo_mounts(),
         "identity": identity,
     })
+}
+
+/// The demo set's mounts, with their path templates.
+fn demo_mounts() -> Value {
+    serde_json::from_str::<Value>(&policies_dir("config.json")).unwrap()["mounts"].clone()
 }
 
 fn jwt_config() -> Config {
@@ -118,7 +123,7 @@ fn a_ci_job_reads_its_own_repository_secret() {
         .decide(&jwt_config());
     assert_eq!(status(&verdict), 200, "{}", verdict.record.log_line());
     assert_eq!(verdict.record.outcome, Outcome::Allowed);
-    assert_eq!(verdict.record.policies, ["ci-acme-api-reads-own-secrets"]);
+    assert_eq!(verdict.record.policies, ["ci-reads-own-repository"]);
     assert_eq!(
         verdict.record.principal,
         Some((
