@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import time
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -35,7 +36,7 @@ def handler_for(jwks_file: Path):
                 print(f"failed {self.path}: {error}", flush=True)
                 return
             self._answer(200, body, "application/json")
-            print(f"served {self.path} kids={','.join(map(str, kids))}", flush=True)
+            print(f"served {self.path} kids={','.join(map(str, kids))} at={time.time():.3f}", flush=True)
 
         def _answer(self, status: int, body: bytes, content_type: str):
             self.send_response(status)

@@ -280,3 +280,21 @@ def test_a_removed_key_is_distrusted_after_the_next_fetch(rotating_stack):
     assert_reads_api_db(rotating_stack, new.sign(stack_module.github_actions_claims("acme/api")),
                         "repo:acme/api:ref:refs/heads/main")  # fmt: skip
     rotating_stack.publish_jwks([retired])  # as the stack started, for whatever runs next
+
+
+def test_while_the_jwks_url_is_down_the_last_keys_keep_verifying(rotating_stack):
+    rotating_stack.publish_jwks([rotating_stack.signing_key])
+    fetched_just_now(rotating_stack)
+    token = rotating_stack.mint_jwt()
+    failed_before = sum(rotating_stack.counters("jwt_authn.jwks_fetch_failed").values())
+    rotating_stack.stop_jwks_server()
+    try:
+        # Two whole cache periods without a JWKS: the last fetched set still verifies.
+        rotating_stack.wait_stat("jwt_authn.jwks_fetch_failed", lambda failed: failed > failed_before,
+                                 "a JWKS fetch failed", timeout=ROTATION_CACHE_S + 10)  # fmt: skip
+        time.sleep(2 * ROTATION_CACHE_S)
+        assert_reads_api_db(rotating_stack, token, "repo:acme/api:ref:refs/heads/main")
+    finally:
+        rotating_stack.start_jwks_server()
+    fetched_just_now(rotating_stack)
+    assert_reads_api_db(rotating_stack, token, "repo:acme/api:ref:refs/heads/main")
