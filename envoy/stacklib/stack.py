@@ -197,7 +197,8 @@ class Stack:
 
     def wait_jwks_fetched(self, after: int, timeout: float = 30.0) -> int:
         """Until the JWKS server has answered more than ``after`` fetches; returns the count.
-        Envoy applies a fetched JWKS as soon as the answer arrives, so the next request uses it."""
+        Envoy hands the fetched set to its workers right after the answer arrives, so allow
+        a moment before relying on it."""
         deadline = time.monotonic() + timeout
         while (fetches := self.jwks_server.fetches()) <= after:
             if time.monotonic() >= deadline:

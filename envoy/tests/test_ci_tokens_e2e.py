@@ -216,10 +216,12 @@ def test_github_subjects_are_shaped_as_github_sends_them():
 
 
 def test_a_github_token_from_an_unprotected_branch_is_403(ci_stack):
+    # The same workload (its immutable sub is in Group::"ci"), on a branch that is not protected.
     claims = stack_module.github_actions_claims("acme/api", immutable_sub=True, ref_protected=False)
-    claims["sub"] = GITHUB_IMMUTABLE["sub"]  # the same workload, on a branch that is not protected
+    assert claims["sub"] == GITHUB_IMMUTABLE["sub"]
     response = read_api_db(ci_stack, ci_stack.signing_key.sign(claims))
     assert response.status == 403
+    assert response.json()["errors"] == ["permission denied"]
 
 
 def test_a_gitlab_ci_token_reads_its_projects_secret(ci_stack):
