@@ -41,11 +41,17 @@ def test_audit_paths_show_a_direct_read_and_not_the_setup(stack):
     assert "sys/mounts/kv" not in stack.bao_audit_paths()
 
 
-def test_minted_jwt_verifies_against_the_jwks_envoy_was_given(stack):
+def test_minted_jwt_verifies_against_the_jwks_envoy_fetches(stack):
     token = stack.mint_jwt({"repository": "acme/web"})
 
     envoy_config = yaml.safe_load((stack.run_dir / "envoy.yaml").read_text())
-    jwks = _jwt_provider(envoy_config)["local_jwks"]["inline_string"]
+    remote = _jwt_provider(envoy_config)["remote_jwks"]
+    assert remote["http_uri"]["cluster"] == "jwks"
+    assert remote["http_uri"]["uri"].endswith(stack_module.JWKS_PATH)
+    # What Envoy fetched: the JWKS server's answer, over the cluster's endpoint.
+    assert stack.jwks_server.fetches() >= 1
+    status, jwks = stack_module._http("GET", stack.jwks_server.url)
+    assert status == 200
     key = jwt.PyJWKSet.from_json(jwks)[jwt.get_unverified_header(token)["kid"]]
     claims = jwt.decode(token, key, algorithms=["RS256"], audience="secretgate", issuer="https://ci.secretgate.local")
 
@@ -77,7 +83,7 @@ def test_cli_up_and_down_leave_no_process_behind(tmp_path):
     up = subprocess.run([*STACK_PY, "up", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     pids = stack_module.running_pids(run_dir)
-    assert set(pids) == {"envoy", "bao", "keeper"}
+    assert set(pids) == {"envoy", "bao", "jwks", "keeper"}
 
     token = subprocess.run(
         [*STACK_PY, "mint-jwt", "--run-dir", str(run_dir), "--claim", "repository=acme/web"],

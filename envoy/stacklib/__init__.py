@@ -1,0 +1,16 @@
+"""The pieces of the test stack (``envoy/stack.py``), one concern per module.
+
+Layers import only downwards, never back up:
+
+    binaries      paths, binaries, loopback ports and HTTP
+    processes     spawning and stopping processes by PID, startup errors
+    tokens        CI claims, signing keys, the JWKS file and its server
+    pki           the development CA for mTLS
+    plugin_config the filter's JSON configuration
+    envoy_config  Envoy's bootstrap
+    stack         the Stack class and state.json
+    cli           ``python envoy/stack.py ...``
+
+``envoy/stack.py`` re-exports every public name, so callers import from
+``stack`` and need not know this layout.
+"""
