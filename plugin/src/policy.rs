@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::{json, Map, Value};
@@ -40,7 +40,7 @@ use serde_json::{json, Map, Value};
 use crate::approval::{ApprovalRule, ApprovalRules};
 use crate::claims::ClaimsShape;
 use crate::classify::{Action, ResourceKind, ResourceRef};
-use crate::identity::Principal;
+use crate::identity::{Principal, ANONYMOUS_TYPE};
 use crate::memo::Memo;
 use crate::policy_text::{self, StatementSpans};
 
@@ -48,8 +48,9 @@ use crate::policy_text::{self, StatementSpans};
 /// keeps: a few hundred KiB at most.
 const MEMO_CAPACITY: usize = 1024;
 
-/// What a request's [`Scope`] is a function of: principal id, action, resource.
-type ScopeKey = (String, Action, ResourceKind, String);
+/// What a request's [`Scope`] is a function of: whether the principal is
+/// anonymous, principal id, action, resource.
+type ScopeKey = (bool, String, Action, ResourceKind, String);
 
 /// A configuration problem, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,10 +128,10 @@ struct ScopeIndex {
 }
 
 impl ScopeIndex {
-    fn build(policies: &PolicySet) -> Result<ScopeIndex, PolicyError> {
+    fn build<'a>(policies: impl Iterator<Item = &'a Policy>) -> Result<ScopeIndex, PolicyError> {
         let mut by_resource: HashMap<EntityUid, PolicySet> = HashMap::new();
         let mut unscoped = PolicySet::new();
-        for policy in policies.policies() {
+        for policy in policies {
             let bucket = match policy.resource_constraint() {
                 ResourceConstraint::In(entity)
                 | ResourceConstraint::Eq(entity)
@@ -176,10 +177,39 @@ struct Scope {
     policies: PolicySet,
 }
 
+/// How requests without identity (`Unauthenticated::"anonymous"`) are
+/// evaluated, when the schema declares the type. Such a request is
+/// evaluated only against the permits whose principal scope names
+/// `Unauthenticated` (`principal is Unauthenticated`,
+/// `principal == Unauthenticated::"anonymous"`, ...) and against every
+/// forbid: a permit written for any principal (`permit (principal, ...)`)
+/// never admits a caller without identity, while a forbid still applies.
+struct AnonymousScope {
+    principal_type: EntityTypeName,
+    index: ScopeIndex,
+    /// Actions whose `appliesTo` accepts `Unauthenticated` as principal;
+    /// an anonymous request for any other action is denied without Cedar.
+    actions: HashSet<Action>,
+}
+
+/// Whether a policy's principal scope names the type of callers without
+/// identity: only such a permit can admit one.
+fn names_anonymous(policy: &Policy) -> bool {
+    let is_anonymous = |name: &EntityTypeName| name.to_string() == ANONYMOUS_TYPE;
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any => false,
+        PrincipalConstraint::In(entity) | PrincipalConstraint::Eq(entity) => {
+            is_anonymous(entity.type_name())
+        }
+        PrincipalConstraint::Is(name) | PrincipalConstraint::IsIn(name, _) => is_anonymous(&name),
+    }
+}
+
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
     index: ScopeIndex,
+    anonymous: Option<AnonymousScope>,
     entities: Entities,
     claims_shape: ClaimsShape,
     principal_type: EntityTypeName,
@@ -274,12 +304,37 @@ impl PolicyEngine {
         let (policies, approvals) = parse_policies(policies_src)?;
         validate_policies(&schema, &policies, policies_src)?;
         let entities = load_entities(entities, &schema, &resource_types)?;
-        let index = ScopeIndex::build(&policies)?;
+        let index = ScopeIndex::build(policies.policies())?;
+        let anonymous = match type_name(ANONYMOUS_TYPE) {
+            Ok(anonymous_type) if declared.contains(&anonymous_type) => {
+                let admitted = policies
+                    .policies()
+                    .filter(|policy| policy.effect() == Effect::Forbid || names_anonymous(policy));
+                let accepting = actions
+                    .iter()
+                    .filter(|(_, action_uid)| {
+                        schema
+                            .principals_for_action(action_uid)
+                            .into_iter()
+                            .flatten()
+                            .any(|principal| principal == &anonymous_type)
+                    })
+                    .map(|(action, _)| *action)
+                    .collect();
+                Some(AnonymousScope {
+                    index: ScopeIndex::build(admitted)?,
+                    principal_type: anonymous_type,
+                    actions: accepting,
+                })
+            }
+            _ => None,
+        };
 
         let mut engine = PolicyEngine {
             schema,
             policies,
             index,
+            anonymous,
             entities,
             claims_shape,
             principal_type,
@@ -300,6 +355,24 @@ impl PolicyEngine {
 
     pub fn claims_shape(&self) -> &ClaimsShape {
         &self.claims_shape
+    }
+
+    /// Whether the schema declares `Unauthenticated`, so requests without
+    /// identity can be evaluated (`identity.anonymous` requires it).
+    pub fn admits_anonymous(&self) -> bool {
+        self.anonymous.is_some()
+    }
+
+    /// The Cedar entity of a request's principal: the configured type, or
+    /// `Unauthenticated` for a caller without identity.
+    fn principal_uid(&self, principal: &Principal) -> Result<EntityUid, String> {
+        if !principal.is_anonymous() {
+            return Ok(uid(&self.principal_type, &principal.id));
+        }
+        self.anonymous
+            .as_ref()
+            .map(|anonymous| uid(&anonymous.principal_type, &principal.id))
+            .ok_or_else(|| format!("the schema does not declare entity type {ANONYMOUS_TYPE}"))
     }
 
     /// Which permits require a human's approval.
@@ -385,7 +458,7 @@ impl PolicyEngine {
     }
 
     fn cedar_request(&self, request: &AccessRequest<'_>) -> Result<Request, String> {
-        let principal = uid(&self.principal_type, &request.principal.id);
+        let principal = self.principal_uid(request.principal)?;
         let action = self
             .actions
             .get(&request.action)
@@ -489,7 +562,7 @@ impl PolicyEngine {
             slice.push(entity);
         };
 
-        let principal = uid(&self.principal_type, &request.principal.id);
+        let principal = self.principal_uid(request.principal)?;
         take(&principal, None);
         for ancestor in self.entities.ancestors(&principal).into_iter().flatten() {
             take(ancestor, None);
@@ -527,16 +600,41 @@ impl PolicyEngine {
             .get(&request.resource.kind)
             .ok_or("resource type missing")?;
         let resource = uid(resource_type, &request.resource.id);
-        let policies = self.index.union_for(&resource, &entities)?;
+        let index = if request.principal.is_anonymous() {
+            &self
+                .anonymous
+                .as_ref()
+                .ok_or_else(|| format!("the schema does not declare entity type {ANONYMOUS_TYPE}"))?
+                .index
+        } else {
+            &self.index
+        };
+        let policies = index.union_for(&resource, &entities)?;
         Ok(Arc::new(Scope { entities, policies }))
     }
 
     pub fn evaluate(&self, request: &AccessRequest<'_>) -> Evaluation {
+        let anonymous = request.principal.is_anonymous();
+        if anonymous
+            && !self
+                .anonymous
+                .as_ref()
+                .is_some_and(|scope| scope.actions.contains(&request.action))
+        {
+            // The schema does not let this action have a caller without
+            // identity: nothing could permit it.
+            return Evaluation {
+                allowed: false,
+                policies: Vec::new(),
+                errors: Vec::new(),
+            };
+        }
         let cedar_request = match self.cedar_request(request) {
             Ok(r) => r,
             Err(e) => return Evaluation::failed(e),
         };
         let key = (
+            anonymous,
             request.principal.id.clone(),
             request.action,
             request.resource.kind,
@@ -622,9 +720,9 @@ fn direct_context(request: &AccessRequest<'_>, source_ip: RestrictedExpression) 
 }
 
 /// Everything Cedar's request validation looks at in a request the filter
-/// builds, except entity ids: the action, the resource type, and each
-/// context attribute's name and type. The principal type is fixed per
-/// configuration, the context never holds entity references, and every
+/// builds, except entity ids: the principal type (the configured one, or
+/// `Unauthenticated`), the action, the resource type, and each context
+/// attribute's name and type. The context never holds entity references, and every
 /// value's type follows from how [`direct_context`] builds it. So two
 /// requests of one shape are both valid or both invalid, as long as no
 /// entity type is enumerated (then ids matter too, and nothing is memoised).
@@ -633,7 +731,8 @@ fn direct_context(request: &AccessRequest<'_>, source_ip: RestrictedExpression) 
 fn request_shape(request: &AccessRequest<'_>) -> String {
     use std::fmt::Write;
     let mut shape = format!(
-        "{}|{}|{}|",
+        "{}|{}|{}|{}|",
+        u8::from(request.principal.is_anonymous()),
         request.action.as_str(),
         request.resource.kind.type_name(),
         u8::from(request.recent_reads.is_some()),
@@ -729,6 +828,15 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
             message,
         })?;
         if let Some(rule) = rule {
+            if names_anonymous(&policy) {
+                return Err(PolicyError {
+                    policy_id: Some(id),
+                    line: None,
+                    message: format!(
+                        "@approval on a permit for {ANONYMOUS_TYPE}: a caller without identity cannot be approved"
+                    ),
+                });
+            }
             approvals.insert(id.clone(), rule);
         }
         let policy: Policy = policy.new_id(PolicyId::new(&id));
