@@ -828,7 +828,7 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
             message,
         })?;
         if let Some(rule) = rule {
-            if names_anonymous(&policy) {
+            if names_anonymous(policy) {
                 return Err(PolicyError {
                     policy_id: Some(id),
                     line: None,
