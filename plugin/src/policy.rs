@@ -1003,6 +1003,79 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_anonymous_request_is_decided_by_forbids_and_the_permits_naming_it_alone() {
+        let policies = r#"
+            @id("anyone") permit (principal, action, resource);
+            @id("anon-health") permit (principal == Unauthenticated::"anonymous", action == Action::"sys", resource == Endpoint::"sys/health");
+            @id("anon-is") permit (principal is Unauthenticated, action == Action::"other", resource in Path::"pki");
+            @id("no-crl") forbid (principal, action, resource in Path::"pki/crl");
+        "#;
+        let engine = PolicyEngine::load(SCHEMA, policies, &json!([]), "Workload").unwrap();
+        assert!(engine.admits_anonymous());
+        let admitted = PolicySet::from_policies(
+            engine
+                .policies
+                .policies()
+                .filter(|p| p.id().to_string() != "anyone")
+                .cloned(),
+        )
+        .unwrap();
+        let anonymous = Principal::anonymous();
+        let mut decided = Vec::new();
+        for (action, kind, id) in [
+            (Action::Sys, ResourceKind::Endpoint, "sys/health"),
+            (Action::Sys, ResourceKind::Endpoint, "sys/seal-status"),
+            (Action::Other, ResourceKind::Endpoint, "pki/ca"),
+            (Action::Other, ResourceKind::Endpoint, "pki/crl/pem"),
+            (Action::Read, ResourceKind::Secret, "secret/app"),
+        ] {
+            let resource = ResourceRef {
+                kind,
+                id: id.into(),
+            };
+            let request = request_with(&anonymous, action, &resource);
+            let indexed = engine.evaluate(&request);
+            if action != Action::Read {
+                let cedar_request = engine.cedar_request(&request).unwrap();
+                let entities = engine.entity_slice(&request).unwrap();
+                assert_eq!(
+                    indexed,
+                    engine.authorize(&cedar_request, &admitted, &entities),
+                    "{id}"
+                );
+            }
+            decided.push((id, indexed.allowed, indexed.policies));
+        }
+        let no = Vec::<String>::new;
+        assert_eq!(
+            decided,
+            [
+                ("sys/health", true, vec!["anon-health".to_owned()]),
+                ("sys/seal-status", false, no()),
+                ("pki/ca", true, vec!["anon-is".to_owned()]),
+                ("pki/crl/pem", false, vec!["no-crl".to_owned()]),
+                // `read` does not accept Unauthenticated: nothing is evaluated.
+                ("secret/app", false, no()),
+            ]
+        );
+        // A workload is judged by the whole set.
+        let workload = Principal {
+            entity_type: "Workload".into(),
+            id: "anonymous".into(),
+            claims: Map::new(),
+        };
+        let resource = ResourceRef {
+            kind: ResourceKind::Endpoint,
+            id: "sys/seal-status".into(),
+        };
+        assert!(
+            engine
+                .evaluate(&request_with(&workload, Action::Sys, &resource))
+                .allowed
+        );
+    }
+
     /// `environment` is declared for `read` only, so a request carrying it
     /// is valid for `read` and invalid for every other action.
     fn per_action_claims_schema() -> String {
@@ -1110,6 +1183,8 @@ mod tests {
         let none = principal(json!({}));
         let base = shape(&none, Action::Read, &secret, None);
         let variants = [
+            // Validation looks at the principal's type too.
+            shape(&Principal::anonymous(), Action::Read, &secret, None),
             shape(&none, Action::Write, &secret, None),
             shape(&none, Action::Read, &path, None),
             shape(&none, Action::Read, &secret, Some(0)),
