@@ -13,7 +13,7 @@ use crate::approval::ApprovalConfig;
 use crate::audit::{AuditConfig, RawAuditConfig};
 use crate::bundle::{Bundle, BundleConfig};
 use crate::classify::{MountError, MountSpecs, MountTable};
-use crate::identity::{can_name_principal, IdentityConfig, IdentitySource};
+use crate::identity::{can_name_principal, IdentityConfig, IdentitySource, ANONYMOUS_TYPE};
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::templates::TemplateTable;
 
@@ -59,6 +59,8 @@ enum RawIdentity {
         header: String,
         #[serde(default = "default_principal_type")]
         principal_type: String,
+        #[serde(default)]
+        anonymous: bool,
     },
     Jwt {
         payload_in_metadata: String,
@@ -66,10 +68,14 @@ enum RawIdentity {
         principal_claim: String,
         #[serde(default = "default_principal_type")]
         principal_type: String,
+        #[serde(default)]
+        anonymous: bool,
     },
     Mtls {
         #[serde(default = "default_principal_type")]
         principal_type: String,
+        #[serde(default)]
+        anonymous: bool,
     },
 }
 
@@ -162,22 +168,24 @@ impl Config {
             Some(raw_audit) => AuditConfig::from_raw(raw_audit).map_err(ConfigError::Audit)?,
             None => AuditConfig::default(),
         };
-        let (source, principal_type) = match raw.identity {
+        let (source, principal_type, anonymous) = match raw.identity {
             RawIdentity::Header {
                 header,
                 principal_type,
+                anonymous,
             } => {
                 if !is_header_name(&header) {
                     return Err(ConfigError::Identity(format!(
                         "header {header:?} must be a lower-case header name"
                     )));
                 }
-                (IdentitySource::Header { header }, principal_type)
+                (IdentitySource::Header { header }, principal_type, anonymous)
             }
             RawIdentity::Jwt {
                 payload_in_metadata,
                 principal_claim,
                 principal_type,
+                anonymous,
             } => {
                 if payload_in_metadata.is_empty() || principal_claim.is_empty() {
                     return Err(ConfigError::Identity(
@@ -190,10 +198,19 @@ impl Config {
                         principal_claim,
                     },
                     principal_type,
+                    anonymous,
                 )
             }
-            RawIdentity::Mtls { principal_type } => (IdentitySource::Mtls, principal_type),
+            RawIdentity::Mtls {
+                principal_type,
+                anonymous,
+            } => (IdentitySource::Mtls, principal_type, anonymous),
         };
+        if principal_type == ANONYMOUS_TYPE {
+            return Err(ConfigError::Identity(format!(
+                "principal_type must not be {ANONYMOUS_TYPE:?}: that type names callers without identity (identity.anonymous)"
+            )));
+        }
         if let Some(approval) = &raw.approval {
             approval.validate().map_err(ConfigError::Approval)?;
         }
@@ -217,6 +234,7 @@ impl Config {
             identity: IdentityConfig {
                 source,
                 principal_type,
+                anonymous,
             },
             audit,
             approval: raw.approval,
@@ -317,6 +335,11 @@ impl Config {
                     "principal_claim {principal_claim:?} is declared in the schema as a type that cannot name a principal"
                 )));
             }
+        }
+        if self.identity.anonymous && !engine.admits_anonymous() {
+            return Err(ConfigError::Identity(format!(
+                "anonymous is true but the schema does not declare entity type {ANONYMOUS_TYPE}, the principal of callers without identity"
+            )));
         }
         if self.approval.is_none() && !engine.approvals().is_empty() {
             return Err(ConfigError::Approval(

@@ -157,6 +157,22 @@ fn source_ip(address: &str) -> Option<IpAddr> {
     address.rsplit_once(':')?.0.parse().ok()
 }
 
+/// The answer to a request without identity that is not forwarded: what
+/// every such request got before `identity.anonymous` existed, so an
+/// anonymous caller learns nothing about mounts, paths or policies. The
+/// record keeps the real reason.
+fn deny_anonymous(record: DecisionRecord, reason: &str) -> Verdict {
+    deny(
+        record,
+        Outcome::NoIdentity,
+        401,
+        MISSING_IDENTITY,
+        format!("no client identity; {reason}"),
+    )
+}
+
+const MISSING_IDENTITY: &str = "missing client identity";
+
 fn deny(
     mut record: DecisionRecord,
     outcome: Outcome,
@@ -232,11 +248,11 @@ impl Config {
             jwt_payload: facts.jwt_payload,
             peer_uri_san: facts.peer_uri_san,
         };
-        let principal = match self.identity.principal(&evidence, engine.claims_shape()) {
+        let principal = match self.identity.caller(&evidence, engine.claims_shape()) {
             Ok(p) => p,
             Err(e) => {
                 let message = match e {
-                    IdentityError::Missing => "missing client identity",
+                    IdentityError::Missing => MISSING_IDENTITY,
                     _ => "invalid client identity",
                 };
                 return deny(record, Outcome::NoIdentity, 401, message, e.to_string());
@@ -244,9 +260,18 @@ impl Config {
         };
         record.principal = Some((principal.entity_type.clone(), principal.id.clone()));
         record.claims = principal.claims.clone();
+        // A caller without identity is refused as before, whatever the
+        // reason; it never learns more than "missing client identity".
+        let refuse = |record, outcome, status: u32, message: &str, reason: String| {
+            if principal.is_anonymous() && (400..500).contains(&status) {
+                deny_anonymous(record, &reason)
+            } else {
+                deny(record, outcome, status, message, reason)
+            }
+        };
 
         if let Some(reason) = refused_header(facts.headers) {
-            return deny(record, Outcome::BadRequest, 400, reason, reason.to_owned());
+            return refuse(record, Outcome::BadRequest, 400, reason, reason.to_owned());
         }
         let namespaces = header_values(facts.headers, NAMESPACE_HEADER);
         let namespace = match namespaces.as_slice() {
@@ -254,7 +279,7 @@ impl Config {
             [one] => Some(*one),
             _ => {
                 let reason = "namespace header sent more than once".to_owned();
-                return deny(record, Outcome::BadRequest, 400, &reason, reason.clone());
+                return refuse(record, Outcome::BadRequest, 400, &reason, reason.clone());
             }
         };
         let request = HttpRequest {
@@ -273,7 +298,7 @@ impl Config {
                         (Outcome::BadRequest, format!("invalid request path: {p}"))
                     }
                 };
-                return deny(record, outcome, e.status(), &message, e.reason().to_owned());
+                return refuse(record, outcome, e.status(), &message, e.reason().to_owned());
             }
         };
         record.action = Some(classification.action);
@@ -284,7 +309,7 @@ impl Config {
 
         let Some(ip) = facts.source_address.and_then(source_ip) else {
             let reason = "source address unavailable".to_owned();
-            return deny(
+            return refuse(
                 record,
                 Outcome::EvaluationError,
                 403,
@@ -323,16 +348,18 @@ impl Config {
             let (outcome, reason) = if record.errors.is_empty() {
                 (
                     Outcome::DeniedByPolicy,
-                    if record.policies.is_empty() {
-                        "no policy permits the request"
-                    } else {
+                    if !record.policies.is_empty() {
                         "a forbid policy applies"
+                    } else if principal.is_anonymous() {
+                        "no policy permits callers without identity"
+                    } else {
+                        "no policy permits the request"
                     },
                 )
             } else {
                 (Outcome::EvaluationError, "policy evaluation failed")
             };
-            return deny(record, outcome, 403, "permission denied", reason.to_owned());
+            return refuse(record, outcome, 403, "permission denied", reason.to_owned());
         }
 
         let edits = ForwardEdits {
@@ -345,6 +372,11 @@ impl Config {
             remove_headers: identity_header.map(str::to_owned).into_iter().collect(),
         };
         let required = engine.approvals().required(&record.policies);
+        if required.is_some() && principal.is_anonymous() {
+            // Unreachable: only permits naming `Unauthenticated` admit an
+            // anonymous caller, and those may not carry `@approval`.
+            return deny_anonymous(record, "a caller without identity cannot be approved");
+        }
         let Some((policy, rule)) = required else {
             record.outcome = Outcome::Allowed;
             record.reason = "permitted".to_owned();

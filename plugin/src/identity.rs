@@ -29,7 +29,15 @@ pub struct IdentityConfig {
     pub source: IdentitySource,
     /// Cedar entity type of the principal, e.g. `Workload` or `User`.
     pub principal_type: String,
+    /// A request with no identity at all is evaluated as
+    /// [`Principal::anonymous`] instead of being refused outright.
+    pub anonymous: bool,
 }
+
+/// The entity type of the principal of a request that carries no identity.
+pub const ANONYMOUS_TYPE: &str = "Unauthenticated";
+/// The id of the one principal of that type.
+pub const ANONYMOUS_ID: &str = "anonymous";
 
 /// What the host observed about the caller. The adapter fills in only what
 /// the configured source needs.
@@ -50,6 +58,25 @@ pub struct Principal {
     pub id: String,
     /// Claims declared by the schema, typed; empty for non-JWT sources.
     pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    /// `Unauthenticated::"anonymous"`, with no claims: a request that
+    /// carries no identity at all, when `identity.anonymous` is on.
+    pub fn anonymous() -> Principal {
+        Principal {
+            entity_type: ANONYMOUS_TYPE.to_owned(),
+            id: ANONYMOUS_ID.to_owned(),
+            claims: Map::new(),
+        }
+    }
+
+    /// Whether this is the principal of a request without identity. No
+    /// configured `principal_type` may be `Unauthenticated`, so the type
+    /// alone tells.
+    pub fn is_anonymous(&self) -> bool {
+        self.entity_type == ANONYMOUS_TYPE
+    }
 }
 
 /// Why no principal could be established; every one is a 401.
@@ -89,6 +116,22 @@ fn principal_id(raw: &[u8]) -> Result<String, IdentityError> {
 }
 
 impl IdentityConfig {
+    /// The caller: the identity the source names, or, when the request
+    /// carries none at all and `anonymous` is on, [`Principal::anonymous`].
+    /// An identity that is present but invalid (sent twice, malformed, a
+    /// token without the principal claim, a claim of the wrong type) is
+    /// always an error, never anonymous.
+    pub fn caller(
+        &self,
+        evidence: &IdentityEvidence<'_>,
+        shape: &ClaimsShape,
+    ) -> Result<Principal, IdentityError> {
+        match self.principal(evidence, shape) {
+            Err(IdentityError::Missing) if self.anonymous => Ok(Principal::anonymous()),
+            other => other,
+        }
+    }
+
     pub fn principal(
         &self,
         evidence: &IdentityEvidence<'_>,
@@ -187,6 +230,7 @@ mod tests {
         IdentityConfig {
             source,
             principal_type: "Workload".into(),
+            anonymous: false,
         }
     }
 
@@ -336,5 +380,95 @@ mod tests {
             );
             assert_eq!(result, Err(expected));
         }
+    }
+
+    #[test]
+    fn only_a_request_without_any_identity_is_anonymous() {
+        let evidence =
+            |values: Vec<&'static [u8]>, jwt: Option<&'static [u8]>, san| IdentityEvidence {
+                header_values: values,
+                jwt_payload: jwt,
+                peer_uri_san: san,
+            };
+        let header = IdentityConfig {
+            anonymous: true,
+            ..config(IdentitySource::Header {
+                header: "x-secretgate-principal".into(),
+            })
+        };
+        let empty = ClaimsShape::default();
+        let anonymous = Ok(Principal::anonymous());
+        assert_eq!(
+            header.caller(&evidence(vec![], None, None), &empty),
+            anonymous
+        );
+        assert_eq!(
+            header.caller(&evidence(vec![b"a", b"b"], None, None), &empty),
+            Err(IdentityError::Ambiguous)
+        );
+        assert_eq!(
+            header.caller(&evidence(vec![b""], None, None), &empty),
+            Err(IdentityError::Malformed)
+        );
+        let long = vec![b'a'; MAX_PRINCIPAL_LEN + 1].leak();
+        assert_eq!(
+            header.caller(&evidence(vec![long], None, None), &empty),
+            Err(IdentityError::Malformed)
+        );
+        assert_eq!(
+            header
+                .caller(&evidence(vec![b"ci-bot"], None, None), &empty)
+                .map(|p| p.id),
+            Ok("ci-bot".to_owned())
+        );
+        // Off (the default): no identity stays an error.
+        let off = IdentityConfig {
+            anonymous: false,
+            ..header.clone()
+        };
+        assert_eq!(
+            off.caller(&evidence(vec![], None, None), &empty),
+            Err(IdentityError::Missing)
+        );
+
+        let jwt = IdentityConfig {
+            anonymous: true,
+            ..jwt()
+        };
+        let no_sub = pairs::encode(&[(b"repository", b"acme/api")]).leak();
+        let bad_type = pairs::encode(&[(b"sub", b"x"), (b"run_number", b"42")]).leak();
+        assert_eq!(
+            jwt.caller(&evidence(vec![], None, None), &shape()),
+            anonymous
+        );
+        assert_eq!(
+            jwt.caller(&evidence(vec![], Some(no_sub), None), &shape()),
+            Err(IdentityError::MissingPrincipalClaim)
+        );
+        assert_eq!(
+            jwt.caller(&evidence(vec![], Some(b"garbage"), None), &shape()),
+            Err(IdentityError::Claims(ClaimsError::Malformed))
+        );
+        assert_eq!(
+            jwt.caller(&evidence(vec![], Some(bad_type), None), &shape()),
+            Err(IdentityError::Claims(ClaimsError::WrongType(
+                "run_number".into()
+            )))
+        );
+
+        let mtls = IdentityConfig {
+            anonymous: true,
+            ..config(IdentitySource::Mtls)
+        };
+        assert_eq!(
+            mtls.caller(&evidence(vec![], None, None), &empty),
+            anonymous
+        );
+        assert_eq!(
+            mtls.caller(&evidence(vec![], None, Some(b"https://acme.test")), &empty),
+            Err(IdentityError::Malformed)
+        );
+        assert!(Principal::anonymous().is_anonymous());
+        assert!(Principal::anonymous().claims.is_empty());
     }
 }

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::{json, Map, Value};
@@ -40,7 +40,7 @@ use serde_json::{json, Map, Value};
 use crate::approval::{ApprovalRule, ApprovalRules};
 use crate::claims::ClaimsShape;
 use crate::classify::{Action, ResourceKind, ResourceRef};
-use crate::identity::Principal;
+use crate::identity::{Principal, ANONYMOUS_TYPE};
 use crate::memo::Memo;
 use crate::policy_text::{self, StatementSpans};
 use crate::templates::{Capture, TemplateTable};
@@ -49,8 +49,9 @@ use crate::templates::{Capture, TemplateTable};
 /// keeps: a few hundred KiB at most.
 const MEMO_CAPACITY: usize = 1024;
 
-/// What a request's [`Scope`] is a function of: principal id, action, resource.
-type ScopeKey = (String, Action, ResourceKind, String);
+/// What a request's [`Scope`] is a function of: whether the principal is
+/// anonymous, principal id, action, resource.
+type ScopeKey = (bool, String, Action, ResourceKind, String);
 
 /// A configuration problem, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +129,10 @@ struct ScopeIndex {
 }
 
 impl ScopeIndex {
-    fn build(policies: &PolicySet) -> Result<ScopeIndex, PolicyError> {
+    fn build<'a>(policies: impl Iterator<Item = &'a Policy>) -> Result<ScopeIndex, PolicyError> {
         let mut by_resource: HashMap<EntityUid, PolicySet> = HashMap::new();
         let mut unscoped = PolicySet::new();
-        for policy in policies.policies() {
+        for policy in policies {
             let bucket = match policy.resource_constraint() {
                 ResourceConstraint::In(entity)
                 | ResourceConstraint::Eq(entity)
@@ -177,10 +178,39 @@ struct Scope {
     policies: PolicySet,
 }
 
+/// How requests without identity (`Unauthenticated::"anonymous"`) are
+/// evaluated, when the schema declares the type. Such a request is
+/// evaluated only against the permits whose principal scope names
+/// `Unauthenticated` (`principal is Unauthenticated`,
+/// `principal == Unauthenticated::"anonymous"`, ...) and against every
+/// forbid: a permit written for any principal (`permit (principal, ...)`)
+/// never admits a caller without identity, while a forbid still applies.
+struct AnonymousScope {
+    principal_type: EntityTypeName,
+    index: ScopeIndex,
+    /// Actions whose `appliesTo` accepts `Unauthenticated` as principal;
+    /// an anonymous request for any other action is denied without Cedar.
+    actions: HashSet<Action>,
+}
+
+/// Whether a policy's principal scope names the type of callers without
+/// identity: only such a permit can admit one.
+fn names_anonymous(policy: &Policy) -> bool {
+    let is_anonymous = |name: &EntityTypeName| name.to_string() == ANONYMOUS_TYPE;
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any => false,
+        PrincipalConstraint::In(entity) | PrincipalConstraint::Eq(entity) => {
+            is_anonymous(entity.type_name())
+        }
+        PrincipalConstraint::Is(name) | PrincipalConstraint::IsIn(name, _) => is_anonymous(&name),
+    }
+}
+
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
     index: ScopeIndex,
+    anonymous: Option<AnonymousScope>,
     entities: Entities,
     claims_shape: ClaimsShape,
     principal_type: EntityTypeName,
@@ -281,12 +311,37 @@ impl PolicyEngine {
         let (policies, approvals) = parse_policies(policies_src)?;
         validate_policies(&schema, &policies, policies_src)?;
         let entities = load_entities(entities, &schema, &resource_types, templates)?;
-        let index = ScopeIndex::build(&policies)?;
+        let index = ScopeIndex::build(policies.policies())?;
+        let anonymous = match type_name(ANONYMOUS_TYPE) {
+            Ok(anonymous_type) if declared.contains(&anonymous_type) => {
+                let admitted = policies
+                    .policies()
+                    .filter(|policy| policy.effect() == Effect::Forbid || names_anonymous(policy));
+                let accepting = actions
+                    .iter()
+                    .filter(|(_, action_uid)| {
+                        schema
+                            .principals_for_action(action_uid)
+                            .into_iter()
+                            .flatten()
+                            .any(|principal| principal == &anonymous_type)
+                    })
+                    .map(|(action, _)| *action)
+                    .collect();
+                Some(AnonymousScope {
+                    index: ScopeIndex::build(admitted)?,
+                    principal_type: anonymous_type,
+                    actions: accepting,
+                })
+            }
+            _ => None,
+        };
 
         let mut engine = PolicyEngine {
             schema,
             policies,
             index,
+            anonymous,
             entities,
             claims_shape,
             principal_type,
@@ -308,6 +363,24 @@ impl PolicyEngine {
 
     pub fn claims_shape(&self) -> &ClaimsShape {
         &self.claims_shape
+    }
+
+    /// Whether the schema declares `Unauthenticated`, so requests without
+    /// identity can be evaluated (`identity.anonymous` requires it).
+    pub fn admits_anonymous(&self) -> bool {
+        self.anonymous.is_some()
+    }
+
+    /// The Cedar entity of a request's principal: the configured type, or
+    /// `Unauthenticated` for a caller without identity.
+    fn principal_uid(&self, principal: &Principal) -> Result<EntityUid, String> {
+        if !principal.is_anonymous() {
+            return Ok(uid(&self.principal_type, &principal.id));
+        }
+        self.anonymous
+            .as_ref()
+            .map(|anonymous| uid(&anonymous.principal_type, &principal.id))
+            .ok_or_else(|| format!("the schema does not declare entity type {ANONYMOUS_TYPE}"))
     }
 
     /// Which permits require a human's approval.
@@ -393,7 +466,7 @@ impl PolicyEngine {
     }
 
     fn cedar_request(&self, request: &AccessRequest<'_>) -> Result<Request, String> {
-        let principal = uid(&self.principal_type, &request.principal.id);
+        let principal = self.principal_uid(request.principal)?;
         let action = self
             .actions
             .get(&request.action)
@@ -508,7 +581,7 @@ impl PolicyEngine {
             Ok(())
         };
 
-        let principal = uid(&self.principal_type, &request.principal.id);
+        let principal = self.principal_uid(request.principal)?;
         take(&principal, None)?;
         for ancestor in self.entities.ancestors(&principal).into_iter().flatten() {
             take(ancestor, None)?;
@@ -546,16 +619,41 @@ impl PolicyEngine {
             .get(&request.resource.kind)
             .ok_or("resource type missing")?;
         let resource = uid(resource_type, &request.resource.id);
-        let policies = self.index.union_for(&resource, &entities)?;
+        let index = if request.principal.is_anonymous() {
+            &self
+                .anonymous
+                .as_ref()
+                .ok_or_else(|| format!("the schema does not declare entity type {ANONYMOUS_TYPE}"))?
+                .index
+        } else {
+            &self.index
+        };
+        let policies = index.union_for(&resource, &entities)?;
         Ok(Arc::new(Scope { entities, policies }))
     }
 
     pub fn evaluate(&self, request: &AccessRequest<'_>) -> Evaluation {
+        let anonymous = request.principal.is_anonymous();
+        if anonymous
+            && !self
+                .anonymous
+                .as_ref()
+                .is_some_and(|scope| scope.actions.contains(&request.action))
+        {
+            // The schema does not let this action have a caller without
+            // identity: nothing could permit it.
+            return Evaluation {
+                allowed: false,
+                policies: Vec::new(),
+                errors: Vec::new(),
+            };
+        }
         let cedar_request = match self.cedar_request(request) {
             Ok(r) => r,
             Err(e) => return Evaluation::failed(e),
         };
         let key = (
+            anonymous,
             request.principal.id.clone(),
             request.action,
             request.resource.kind,
@@ -641,9 +739,9 @@ fn direct_context(request: &AccessRequest<'_>, source_ip: RestrictedExpression) 
 }
 
 /// Everything Cedar's request validation looks at in a request the filter
-/// builds, except entity ids: the action, the resource type, and each
-/// context attribute's name and type. The principal type is fixed per
-/// configuration, the context never holds entity references, and every
+/// builds, except entity ids: the principal type (the configured one, or
+/// `Unauthenticated`), the action, the resource type, and each context
+/// attribute's name and type. The context never holds entity references, and every
 /// value's type follows from how [`direct_context`] builds it. So two
 /// requests of one shape are both valid or both invalid, as long as no
 /// entity type is enumerated (then ids matter too, and nothing is memoised).
@@ -652,7 +750,8 @@ fn direct_context(request: &AccessRequest<'_>, source_ip: RestrictedExpression) 
 fn request_shape(request: &AccessRequest<'_>) -> String {
     use std::fmt::Write;
     let mut shape = format!(
-        "{}|{}|{}|",
+        "{}|{}|{}|{}|",
+        u8::from(request.principal.is_anonymous()),
         request.action.as_str(),
         request.resource.kind.type_name(),
         u8::from(request.recent_reads.is_some()),
@@ -748,6 +847,15 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
             message,
         })?;
         if let Some(rule) = rule {
+            if names_anonymous(policy) {
+                return Err(PolicyError {
+                    policy_id: Some(id),
+                    line: None,
+                    message: format!(
+                        "@approval on a permit for {ANONYMOUS_TYPE}: a caller without identity cannot be approved"
+                    ),
+                });
+            }
             approvals.insert(id.clone(), rule);
         }
         let policy: Policy = policy.new_id(PolicyId::new(&id));
@@ -1004,6 +1112,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_anonymous_request_is_decided_by_forbids_and_the_permits_naming_it_alone() {
+        let policies = r#"
+            @id("anyone") permit (principal, action, resource);
+            @id("anon-health") permit (principal == Unauthenticated::"anonymous", action == Action::"sys", resource == Endpoint::"sys/health");
+            @id("anon-is") permit (principal is Unauthenticated, action == Action::"other", resource in Path::"pki");
+            @id("no-crl") forbid (principal, action, resource in Path::"pki/crl");
+        "#;
+        let engine = PolicyEngine::load(
+            SCHEMA,
+            policies,
+            &json!([]),
+            "Workload",
+            &TemplateTable::default(),
+        )
+        .unwrap();
+        assert!(engine.admits_anonymous());
+        let admitted = PolicySet::from_policies(
+            engine
+                .policies
+                .policies()
+                .filter(|p| p.id().to_string() != "anyone")
+                .cloned(),
+        )
+        .unwrap();
+        let anonymous = Principal::anonymous();
+        let mut decided = Vec::new();
+        for (action, kind, id) in [
+            (Action::Sys, ResourceKind::Endpoint, "sys/health"),
+            (Action::Sys, ResourceKind::Endpoint, "sys/seal-status"),
+            (Action::Other, ResourceKind::Endpoint, "pki/ca"),
+            (Action::Other, ResourceKind::Endpoint, "pki/crl/pem"),
+            (Action::Read, ResourceKind::Secret, "secret/app"),
+        ] {
+            let resource = ResourceRef {
+                kind,
+                id: id.into(),
+            };
+            let request = request_with(&anonymous, action, &resource);
+            let indexed = engine.evaluate(&request);
+            if action != Action::Read {
+                let cedar_request = engine.cedar_request(&request).unwrap();
+                let entities = engine.entity_slice(&request).unwrap();
+                assert_eq!(
+                    indexed,
+                    engine.authorize(&cedar_request, &admitted, &entities),
+                    "{id}"
+                );
+            }
+            decided.push((id, indexed.allowed, indexed.policies));
+        }
+        let no = Vec::<String>::new;
+        assert_eq!(
+            decided,
+            [
+                ("sys/health", true, vec!["anon-health".to_owned()]),
+                ("sys/seal-status", false, no()),
+                ("pki/ca", true, vec!["anon-is".to_owned()]),
+                ("pki/crl/pem", false, vec!["no-crl".to_owned()]),
+                // `read` does not accept Unauthenticated: nothing is evaluated.
+                ("secret/app", false, no()),
+            ]
+        );
+        // A workload is judged by the whole set.
+        let workload = Principal {
+            entity_type: "Workload".into(),
+            id: "anonymous".into(),
+            claims: Map::new(),
+        };
+        let resource = ResourceRef {
+            kind: ResourceKind::Endpoint,
+            id: "sys/seal-status".into(),
+        };
+        assert!(
+            engine
+                .evaluate(&request_with(&workload, Action::Sys, &resource))
+                .allowed
+        );
+    }
+
     /// `environment` is declared for `read` only, so a request carrying it
     /// is valid for `read` and invalid for every other action.
     fn per_action_claims_schema() -> String {
@@ -1124,6 +1312,8 @@ mod tests {
         let none = principal(json!({}));
         let base = shape(&none, Action::Read, &secret, None);
         let variants = [
+            // Validation looks at the principal's type too.
+            shape(&Principal::anonymous(), Action::Read, &secret, None),
             shape(&none, Action::Write, &secret, None),
             shape(&none, Action::Read, &path, None),
             shape(&none, Action::Read, &secret, Some(0)),
