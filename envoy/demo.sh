@@ -76,9 +76,18 @@ cp -r "$REPO_ROOT/policies" "$RUN_DIR/policies"
 "${STACK[@]}" up --run-dir "$RUN_DIR" --bundle --policies "$RUN_DIR/policies"
 # BAO_ADDR points at Envoy; BAO_TOKEN is the dev root token (not printed).
 eval "$("${STACK[@]}" env --run-dir "$RUN_DIR")"
-JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR")"
+JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --github --claim repository=acme/api)"
 LOG_LINES_BEFORE=$(wc -l <"$RUN_DIR/access.log")  # the run dir may hold earlier runs' lines
-note "minted a CI token for repo acme/api on refs/heads/main (sent as x-secretgate-jwt)"
+note "minted a GitHub-Actions-shaped token for acme/api on refs/heads/main (sent as x-secretgate-jwt):"
+"$PY" - "$JWT" <<'PY'
+import base64, json, sys
+payload = sys.argv[1].split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+for name in ("sub", "repository", "repository_id", "ref", "ref_protected", "job_workflow_ref"):
+    print(f"     {name}: {claims.get(name)}")
+PY
+note "one rule, ci-reads-own-repository, serves every repository: the mount's path template"
+note "ci/{repository=*/*}/** (policies/config.json) gives each secret its repository, compared with the claim"
 
 say "1. acme/api (main) reads its own CI secret with the bao CLI: secret/ci/acme/api/db (KV v2)"
 show_bao_read kv get -mount=secret -field=password ci/acme/api/db
@@ -102,7 +111,7 @@ fi
 note "(the bao CLI itself lists with GET ...?list=true, not with the LIST method)"
 
 say "6. A contractor leaves: acme/vendor-sync loses its groups in the served entities.json"
-VENDOR_JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --claim repository=acme/vendor-sync)"
+VENDOR_JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --github --claim repository=acme/vendor-sync)"
 show_result "$(http_status GET /v1/secret/data/ci/acme/vendor-sync/key -H "x-secretgate-jwt: $VENDOR_JWT")" 200
 "$PY" - "$RUN_DIR/policies/entities.json" <<'PYEOF'
 import json, sys
