@@ -68,11 +68,20 @@ say "Starting OpenBao (dev) and Envoy + secretgate on 127.0.0.1"
 trap stop_stack EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-# The policies reach the filter as a live bundle, served by envoy/bundle_server.py
-# from a copy the demo edits in step 6; the repository's own files stay as they are.
+# The GitHub Actions policy pack reaches the filter as a live bundle, served by
+# envoy/bundle_server.py from a copy the demo edits in step 6; the repository's
+# own files stay as they are. Its config.json gives the mounts their path
+# templates; the demo OpenBao also has the legacy kv mount, so it is listed too
+# (the filter refuses requests under mounts it was not told about).
 mkdir -p "$RUN_DIR"
 rm -rf "$RUN_DIR/policies"
-cp -r "$REPO_ROOT/policies" "$RUN_DIR/policies"
+cp -r "$REPO_ROOT/policies/packs/github-actions" "$RUN_DIR/policies"
+"$PY" - "$RUN_DIR/policies/config.json" <<'PYEOF'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config["mounts"]["kv"] = "kv-v1"
+json.dump(config, open(sys.argv[1], "w"), indent=1)
+PYEOF
 "${STACK[@]}" up --run-dir "$RUN_DIR" --bundle --policies "$RUN_DIR/policies"
 # BAO_ADDR points at Envoy; BAO_TOKEN is the dev root token (not printed).
 eval "$("${STACK[@]}" env --run-dir "$RUN_DIR")"
@@ -86,8 +95,9 @@ claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)
 for name in ("sub", "repository", "repository_id", "ref", "ref_protected", "job_workflow_ref"):
     print(f"     {name}: {claims.get(name)}")
 PY
-note "one rule, ci-reads-own-repository, serves every repository: the mount's path template"
-note "ci/{repository=*/*}/** (policies/config.json) gives each secret its repository, compared with the claim"
+note "policies: the GitHub Actions pack (policies/packs/github-actions). One rule,"
+note "gha-repository-reads-own-folder, serves every repository: the path template"
+note "ci/{repository=*/*}/** gives each secret its repository, which the rule compares with the claim"
 
 say "1. acme/api (main) reads its own CI secret with the bao CLI: secret/ci/acme/api/db (KV v2)"
 show_bao_read kv get -mount=secret -field=password ci/acme/api/db
@@ -99,8 +109,17 @@ show_result "$(http_status GET /v1/secret/data/ci/acme/web/token -H "x-secretgat
 say "3. A request with no CI token at all"
 show_result "$(http_status GET /v1/secret/data/ci/acme/api/db)" 401
 
-say "4. acme/api reads its legacy KV v1 secret: kv/ci/acme/api/legacy"
-show_bao_read read -field=password kv/ci/acme/api/legacy
+say "4. Production secrets only from the production environment: secret/prod/acme/api/db"
+show_result "$(http_status GET /v1/secret/data/prod/acme/api/db -H "x-secretgate-jwt: $JWT")" 403
+note "refused by gha-production-only-from-production-environment: this job runs in no environment"
+PROD_JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --github --claim repository=acme/api --claim environment=production)"
+show_result "$(http_status GET /v1/secret/data/prod/acme/api/db -H "x-secretgate-jwt: $PROD_JWT")" 200
+note "the same repository's deploy job in its production environment (sub $("$PY" - "$PROD_JWT" <<'PY'
+import base64, json, sys
+payload = sys.argv[1].split(".")[1]
+print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+PY
+))"
 
 say "5. LIST secret/metadata/ci/acme/api (the raw LIST method, which Envoy must let through)"
 code="$(http_status LIST /v1/secret/metadata/ci/acme/api -H "x-secretgate-jwt: $JWT")"
@@ -110,15 +129,17 @@ if [[ "$code" == 200 ]]; then
 fi
 note "(the bao CLI itself lists with GET ...?list=true, not with the LIST method)"
 
-say "6. A contractor leaves: acme/vendor-sync loses its groups in the served entities.json"
+say "6. A contractor leaves: acme/vendor-sync's job identity goes into Group::\"offboarded\" in the served entities.json"
 VENDOR_JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --github --claim repository=acme/vendor-sync)"
 show_result "$(http_status GET /v1/secret/data/ci/acme/vendor-sync/key -H "x-secretgate-jwt: $VENDOR_JWT")" 200
 "$PY" - "$RUN_DIR/policies/entities.json" <<'PYEOF'
 import json, sys
 entities = json.load(open(sys.argv[1]))
-for entity in entities:
-    if entity["uid"]["id"] == "repo:acme/vendor-sync:ref:refs/heads/main":
-        entity["parents"] = []
+entities += [
+    {"uid": {"type": "Group", "id": "offboarded"}, "attrs": {}, "parents": []},
+    {"uid": {"type": "Workload", "id": "repo:acme/vendor-sync:ref:refs/heads/main"}, "attrs": {},
+     "parents": [{"type": "Group", "id": "offboarded"}]},
+]
 json.dump(entities, open(sys.argv[1], "w"), indent=1)
 PYEOF
 note "entities.json edited; the filter fetches the bundle every 5 s, Envoy keeps running"

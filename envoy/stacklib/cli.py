@@ -47,7 +47,8 @@ def _parse_claims(pairs: list[str]) -> dict:
 def _stack_from_args(args) -> Stack:
     identity = HEADER_IDENTITY if args.identity == "header" else JWT_IDENTITY
     if args.bundle:
-        return Stack(args.run_dir, plugin_config=bundle_plugin_config(identity=identity), wasm=args.wasm, bundle_dir=args.policies)
+        config = bundle_plugin_config(identity=identity, policies_dir=args.policies)
+        return Stack(args.run_dir, plugin_config=config, wasm=args.wasm, bundle_dir=args.policies)
     return Stack(args.run_dir, plugin_config=plugin_config(args.policies, identity), wasm=args.wasm)
 
 

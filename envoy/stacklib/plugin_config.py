@@ -47,9 +47,16 @@ def plugin_config(policies_dir: str | os.PathLike = POLICIES_DIR, identity: dict
     }
 
 
-def bundle_plugin_config(identity: dict | None = None, refresh_s: int = 5, digest: bool = True) -> dict:
-    """The plugin configuration that takes schema, policies and entities from a bundle server."""
-    config = {key: value for key, value in default_plugin_config(identity).items() if key not in ("schema", "policies", "entities")}
+def bundle_plugin_config(
+    identity: dict | None = None,
+    refresh_s: int = 5,
+    digest: bool = True,
+    policies_dir: str | os.PathLike = POLICIES_DIR,
+) -> dict:
+    """The plugin configuration that takes schema, policies and entities from a bundle server;
+    the mounts and their templates stay inline, from ``policies_dir``'s config.json."""
+    inline = plugin_config(policies_dir, identity)
+    config = {key: value for key, value in inline.items() if key not in ("schema", "policies", "entities")}
     config["bundle"] = {
         "cluster": "bundles",
         "authority": "bundles.local",
