@@ -2,7 +2,7 @@
 (X-Forwarded-For, X-Real-IP, Forwarded, X-Request-Id) must not become
 Cedar's context.source_ip, nor the audit record's source_address or
 request_id. Real Envoy and OpenBao, with the shipped HttpConnectionManager
-options (envoy/stack.py CLIENT_ADDRESS_OPTIONS: use_remote_address)."""
+options (envoy/stacklib/envoy_config.py CLIENT_ADDRESS_OPTIONS: use_remote_address)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import stack as stack_module
+import stacklib.envoy_config
 from conftest import RawResponse, assert_no_secret_in_files
 
 PRINCIPAL_HEADER = stack_module.HEADER_IDENTITY["header"]
@@ -184,7 +185,8 @@ def test_the_shipped_connection_manager_trusts_the_peer(gated):
 )
 def test_without_the_shipped_options_the_client_chooses(make_stack, monkeypatch, options, forged_address_allowed, client_id_kept):
     """What the shipped options prevent, shown with the same Envoy: the attack is real."""
-    monkeypatch.setattr(stack_module, "CLIENT_ADDRESS_OPTIONS", options)
+    # Where the Envoy configuration is built (stack.py only re-exports it).
+    monkeypatch.setattr(stacklib.envoy_config, "CLIENT_ADDRESS_OPTIONS", options)
     private = make_stack(plugin_config=address_config())
     private.start()
 
