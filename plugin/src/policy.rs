@@ -42,6 +42,7 @@ use crate::claims::ClaimsShape;
 use crate::classify::{Action, ResourceKind, ResourceRef};
 use crate::identity::{Principal, ANONYMOUS_TYPE};
 use crate::memo::Memo;
+pub use crate::policy_text::PolicyError;
 use crate::policy_text::{self, StatementSpans};
 use crate::templates::{Capture, TemplateTable};
 
@@ -52,37 +53,6 @@ const MEMO_CAPACITY: usize = 1024;
 /// What a request's [`Scope`] is a function of: whether the principal is
 /// anonymous, principal id, action, resource.
 type ScopeKey = (bool, String, Action, ResourceKind, String);
-
-/// A configuration problem, located where possible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    /// The `@id` (or Cedar's positional id) of the offending policy.
-    pub policy_id: Option<String>,
-    /// 1-based line in the policy text.
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl PolicyError {
-    fn general(message: impl Into<String>) -> Self {
-        PolicyError {
-            policy_id: None,
-            line: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.policy_id, self.line) {
-            (Some(id), Some(line)) => write!(f, "policy {id:?} (line {line}): {}", self.message),
-            (Some(id), None) => write!(f, "policy {id:?}: {}", self.message),
-            (None, Some(line)) => write!(f, "line {line}: {}", self.message),
-            (None, None) => f.write_str(&self.message),
-        }
-    }
-}
 
 /// Everything about the request that policies can see.
 #[derive(Debug, Clone)]

@@ -4,9 +4,41 @@
 //! VM the stack is fixed, and overflowing it traps the VM and takes every
 //! request down, so policies nested deeper than the limits below are
 //! refused up front with an error naming the policy. The same pass maps a
-//! byte offset back to its policy's `@id` for error messages.
+//! byte offset back to its policy's `@id` for error messages, which
+//! [`PolicyError`] carries.
 
-use crate::policy::PolicyError;
+use std::fmt;
+
+/// A configuration problem, located where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The `@id` (or Cedar's positional id) of the offending policy.
+    pub policy_id: Option<String>,
+    /// 1-based line in the policy text.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl PolicyError {
+    pub(crate) fn general(message: impl Into<String>) -> Self {
+        PolicyError {
+            policy_id: None,
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.policy_id, self.line) {
+            (Some(id), Some(line)) => write!(f, "policy {id:?} (line {line}): {}", self.message),
+            (Some(id), None) => write!(f, "policy {id:?}: {}", self.message),
+            (None, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
 
 /// Deepest `(`/`[`/`{` nesting accepted in one policy.
 pub const MAX_BRACKET_DEPTH: usize = 32;
