@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secretgate::classify::{HttpRequest, MountTable};
+use secretgate::templates::TemplateTable;
 
 fn mounts() -> MountTable {
     let config: BTreeMap<String, String> = [
@@ -16,11 +17,14 @@ fn mounts() -> MountTable {
         ("pki", "pki"),
         ("transit", "transit"),
         ("teams/shared/kv", "kv-v2"),
+        ("acme/platform/secret", "kv-v2"),
     ]
     .into_iter()
     .map(|(path, kind)| (path.to_owned(), kind.to_owned()))
     .collect();
-    MountTable::from_config(&config, &[]).unwrap_or_else(|e| panic!("{e}"))
+    // The namespace the encoded case sends: an undeclared one is refused.
+    MountTable::from_config(&config, &["acme/platform".to_owned()])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn classify(c: &mut Criterion) {
@@ -73,5 +77,40 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classify);
+/// Path templates: the captures of a classified resource. Runs when a
+/// request's scope is built (memoised per principal, action and resource).
+fn templates(c: &mut Criterion) {
+    let table = mounts();
+    let templates = BTreeMap::from([(
+        "secret".to_owned(),
+        vec![
+            "ci/{repository=*/*}/**".to_owned(),
+            "prod/{repository=*/*}/**".to_owned(),
+            "teams/{team}/{app}/**".to_owned(),
+        ],
+    )]);
+    let templated = TemplateTable::new(table.paths(), &templates).unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("templates");
+    for (label, target) in [
+        (
+            "third_template_matches",
+            "/v1/secret/data/teams/team-00050/app-0/db",
+        ),
+        ("first_template_matches", "/v1/secret/data/ci/acme/api/db"),
+        ("no_template_matches", "/v1/secret/data/shared/x/y"),
+    ] {
+        let resource = table
+            .classify(&HttpRequest {
+                method: "GET",
+                target,
+                namespace: None,
+            })
+            .unwrap_or_else(|e| panic!("{label}: {e:?}"))
+            .resource;
+        group.bench_function(label, |b| b.iter(|| templated.captures(&resource)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, classify, templates);
 criterion_main!(benches);
