@@ -65,9 +65,9 @@ impl ClaimsShape {
             let Some(context) = definition.pointer("/appliesTo/context") else {
                 continue;
             };
-            let Some(claims) = resolve(context, common)
+            let Some(claims) = resolve_type(context, common)
                 .and_then(|ctx| ctx.pointer("/attributes/claims"))
-                .and_then(|claims| resolve(claims, common))
+                .and_then(|claims| resolve_type(claims, common))
             else {
                 continue;
             };
@@ -76,7 +76,7 @@ impl ClaimsShape {
                 .and_then(Value::as_object)
                 .ok_or_else(|| format!("action {action:?}: context.claims must be a record"))?;
             for (name, declared) in attributes {
-                let claim_type = claim_type(declared, common).ok_or_else(|| {
+                let claim_type = declared_type(declared, common).ok_or_else(|| {
                     format!(
                         "action {action:?}: claim {name:?} must be String, Long, Bool or Set<String>"
                     )
@@ -116,8 +116,12 @@ impl ClaimsShape {
     }
 }
 
-/// Follows a common-type reference (`{"type": "Claims"}`) to its definition.
-fn resolve<'a>(ty: &'a Value, common: Option<&'a Map<String, Value>>) -> Option<&'a Value> {
+/// Follows a common-type reference (`{"type": "Claims"}`) to its definition,
+/// in a schema's JSON form with resolved types.
+pub(crate) fn resolve_type<'a>(
+    ty: &'a Value,
+    common: Option<&'a Map<String, Value>>,
+) -> Option<&'a Value> {
     let mut current = ty;
     // Common types cannot be recursive, but bound the walk anyway.
     for _ in 0..16 {
@@ -130,14 +134,19 @@ fn resolve<'a>(ty: &'a Value, common: Option<&'a Map<String, Value>>) -> Option<
     None
 }
 
-fn claim_type(declared: &Value, common: Option<&Map<String, Value>>) -> Option<ClaimType> {
-    let resolved = resolve(declared, common)?;
+/// The type a schema declares (for a claim, or an attribute), if it is one
+/// a claim can have.
+pub(crate) fn declared_type(
+    declared: &Value,
+    common: Option<&Map<String, Value>>,
+) -> Option<ClaimType> {
+    let resolved = resolve_type(declared, common)?;
     match resolved.get("type")?.as_str()? {
         "String" => Some(ClaimType::String),
         "Long" => Some(ClaimType::Long),
         "Bool" | "Boolean" => Some(ClaimType::Bool),
         "Set" => {
-            let element = resolve(resolved.get("element")?, common)?;
+            let element = resolve_type(resolved.get("element")?, common)?;
             (element.get("type")?.as_str()? == "String").then_some(ClaimType::StringSet)
         }
         _ => None,

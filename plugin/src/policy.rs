@@ -38,7 +38,7 @@ use miette::Diagnostic;
 use serde_json::{json, Map, Value};
 
 use crate::approval::{ApprovalRule, ApprovalRules};
-use crate::claims::ClaimsShape;
+use crate::claims::{self, ClaimType, ClaimsShape};
 use crate::classify::{Action, ResourceKind, ResourceRef};
 use crate::identity::{Principal, ANONYMOUS_TYPE};
 use crate::memo::Memo;
@@ -879,12 +879,12 @@ fn check_template_attributes(
                 let type_name = entity_type.type_name();
                 let declared = root
                     .pointer(&format!("/entityTypes/{type_name}/shape"))
-                    .and_then(|shape| resolve_common(shape, common))
+                    .and_then(|shape| claims::resolve_type(shape, common))
                     .and_then(|shape| shape.get("attributes"))
                     .and_then(|attributes| attributes.get(name));
                 let optional_string = declared.is_some_and(|attribute| {
                     attribute.get("required").and_then(Value::as_bool) == Some(false)
-                        && resolve_common(attribute, common).is_some_and(is_string_type)
+                        && claims::declared_type(attribute, common) == Some(ClaimType::String)
                 });
                 if !optional_string {
                     return Err(PolicyError::general(format!(
@@ -896,31 +896,6 @@ fn check_template_attributes(
         }
     }
     Ok(())
-}
-
-/// Follows common-type references (`{"type": "EntityOrCommon", "name": "T"}`
-/// or `{"type": "T"}`) to a definition.
-fn resolve_common<'a>(ty: &'a Value, common: Option<&'a Map<String, Value>>) -> Option<&'a Value> {
-    let mut current = ty;
-    for _ in 0..16 {
-        let name = match current.get("type")?.as_str()? {
-            "EntityOrCommon" => current.get("name")?.as_str()?,
-            other => other,
-        };
-        match common.and_then(|c| c.get(name)) {
-            Some(definition) => current = definition,
-            None => return Some(current),
-        }
-    }
-    None
-}
-
-fn is_string_type(ty: &Value) -> bool {
-    match ty.get("type").and_then(Value::as_str) {
-        Some("String") => true,
-        Some("EntityOrCommon") => ty.get("name").and_then(Value::as_str) == Some("String"),
-        _ => false,
-    }
 }
 
 /// Loads configured entities against the schema. Secret/Path/Endpoint
