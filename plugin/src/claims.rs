@@ -116,6 +116,41 @@ impl ClaimsShape {
     }
 }
 
+impl ClaimsShape {
+    /// The declared claims' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+
+    /// Types claims given as JSON (an audit record's `inputs.claims`,
+    /// `secretgate explain --claims`) as [`ClaimsShape::decode`] types
+    /// Envoy's payload: undeclared claims are dropped, `null` means absent,
+    /// and a value of another type fails as the filter would fail it.
+    pub fn from_json(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ClaimsError> {
+        let mut typed = Map::new();
+        for (name, value) in claims {
+            let Some(claim_type) = self.types.get(name) else {
+                continue;
+            };
+            let fits = match (claim_type, value) {
+                (_, Value::Null) => continue,
+                (ClaimType::String, Value::String(_)) | (ClaimType::Bool, Value::Bool(_)) => true,
+                (ClaimType::Long, Value::Number(n)) => n.is_i64(),
+                (ClaimType::StringSet, Value::Array(items)) => items.iter().all(Value::is_string),
+                _ => false,
+            };
+            if !fits {
+                return Err(ClaimsError::WrongType(name.clone()));
+            }
+            typed.insert(name.clone(), value.clone());
+        }
+        Ok(typed)
+    }
+}
+
 /// Follows a common-type reference (`{"type": "Claims"}`) to its definition,
 /// in a schema's JSON form with resolved types.
 pub(crate) fn resolve_type<'a>(

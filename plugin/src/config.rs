@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +39,8 @@ struct RawConfig {
     approval: Option<ApprovalConfig>,
     #[serde(default)]
     bundle: Option<BundleConfig>,
+    #[serde(default)]
+    shadow: Option<BundleConfig>,
     #[serde(default)]
     recent_reads: Option<RecentReadsConfig>,
 }
@@ -105,6 +108,7 @@ pub enum ConfigError {
     Audit(String),
     Approval(String),
     Bundle(String),
+    Shadow(String),
     Policy(PolicyError),
 }
 
@@ -118,26 +122,45 @@ impl fmt::Display for ConfigError {
             ConfigError::Audit(e) => write!(f, "audit: {e}"),
             ConfigError::Approval(e) => write!(f, "approval: {e}"),
             ConfigError::Bundle(e) => write!(f, "bundle: {e}"),
+            ConfigError::Shadow(e) => write!(f, "shadow: {e}"),
             ConfigError::Policy(e) => write!(f, "policies: {e}"),
         }
     }
 }
 
-/// A validated configuration, ready to serve requests.
-#[derive(Debug)]
+/// A validated configuration, ready to serve requests. Cloning it is
+/// cheap: the policy sets are shared, so a bundle swaps one in without
+/// copying the other.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `None` while a configured bundle has never loaded: every request is
     /// then denied.
-    pub engine: Option<PolicyEngine>,
+    pub engine: Option<Rc<PolicyEngine>>,
     pub mounts: MountTable,
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
     pub approval: Option<ApprovalConfig>,
     pub bundle: Option<BundleConfig>,
+    /// Where the shadow policy set is fetched from, when one is configured.
+    pub shadow: Option<BundleConfig>,
+    /// The candidate policy set evaluated beside the live one (see
+    /// [`ShadowPolicies`]); it never changes an outcome.
+    pub shadow_policies: ShadowPolicies,
     /// The sliding window `context.recent_reads` counts over.
     pub recent_reads_window: Duration,
     /// The inline schema, policies and entities: what a bundle leaves out.
     inline: PolicySources,
+}
+
+/// The shadow policy set: evaluated on every request next to the live one,
+/// recorded in the audit record, never deciding anything.
+#[derive(Debug, Clone)]
+pub enum ShadowPolicies {
+    /// No `shadow` is configured.
+    Off,
+    /// Configured, but no shadow bundle has loaded: why.
+    Absent(String),
+    Loaded(Rc<PolicyEngine>),
 }
 
 /// Where policy text comes from: inline configuration or a bundle.
@@ -217,6 +240,13 @@ impl Config {
         if let Some(bundle) = &raw.bundle {
             bundle.validate().map_err(ConfigError::Bundle)?;
         }
+        if let Some(shadow) = &raw.shadow {
+            shadow.validate().map_err(ConfigError::Shadow)?;
+        }
+        let shadow_policies = match raw.shadow {
+            Some(_) => ShadowPolicies::Absent("no shadow bundle has loaded yet".into()),
+            None => ShadowPolicies::Off,
+        };
         let recent_reads_window = match raw.recent_reads {
             None => DEFAULT_RECENT_READS_WINDOW,
             Some(RecentReadsConfig { window_s }) if (10..=86_400).contains(&window_s) => {
@@ -239,6 +269,8 @@ impl Config {
             audit,
             approval: raw.approval,
             bundle: raw.bundle,
+            shadow: raw.shadow,
+            shadow_policies,
             recent_reads_window,
             inline: PolicySources {
                 schema: raw.schema,
@@ -253,12 +285,12 @@ impl Config {
             &config.inline.policies,
         ) {
             (None, Some(schema), Some(policies)) => {
-                config.engine = Some(config.build_engine(
+                config.engine = Some(Rc::new(config.build_engine(
                     schema,
                     policies,
                     &config.inline.entities,
                     &config.inline.templates,
-                )?);
+                )?));
             }
             (None, _, _) => {
                 return Err(ConfigError::Json(
@@ -280,9 +312,106 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration the operator tools (`secretgate replay`,
+    /// `explain`) decide with: the filter configuration `config_json` with
+    /// the policy set `candidate` in place of whatever it names inline or
+    /// fetches, validated exactly as the filter validates it. The tools
+    /// never fetch, so `bundle` and `shadow` are dropped; a configuration
+    /// without `identity` (a pack's `config.json` may hold only its mounts)
+    /// gets the header source's defaults, since the tools take the
+    /// principal from a record or the command line.
+    pub fn for_tools(config_json: &[u8], candidate: Bundle) -> Result<Config, ConfigError> {
+        let mut raw: Value =
+            serde_json::from_slice(config_json).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let Some(fields) = raw.as_object_mut() else {
+            return Err(ConfigError::Json(
+                "the configuration must be a JSON object".into(),
+            ));
+        };
+        fields.remove("bundle");
+        fields.remove("shadow");
+        fields
+            .entry("identity")
+            .or_insert_with(|| serde_json::json!({"source": "header"}));
+        let sources = [
+            ("schema", candidate.schema.map(Value::String)),
+            ("policies", candidate.policies.map(Value::String)),
+            ("entities", candidate.entities),
+        ];
+        for (key, value) in sources {
+            if let Some(value) = value {
+                fields.insert(key.to_owned(), value);
+            }
+        }
+        if let Some(templates) = candidate.templates {
+            let mounts = fields
+                .entry("mounts")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            // A policy set's templates replace every inline one, as a
+            // bundle's do.
+            for spec in mounts
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.remove("templates");
+                }
+            }
+            for (mount, list) in templates {
+                let Some(spec) = mounts.get_mut(&mount) else {
+                    return Err(ConfigError::Templates(format!(
+                        "the policy set has templates for {mount:?}, which is not a configured mount"
+                    )));
+                };
+                if let Value::String(kind) = spec {
+                    *spec = serde_json::json!({"type": kind.clone()});
+                }
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.insert("templates".into(), serde_json::json!(list));
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&raw).map_err(|e| ConfigError::Json(e.to_string()))?;
+        Config::from_json(&bytes)
+    }
+
     /// The configuration with a fetched bundle's schema, policies and
     /// entities in place of the inline ones it provides, fully validated.
     pub fn with_bundle(&self, bundle: Bundle) -> Result<Config, ConfigError> {
+        let engine = self.engine_of(bundle)?;
+        Ok(Config {
+            engine: Some(Rc::new(engine)),
+            ..self.clone()
+        })
+    }
+
+    /// The configuration with a fetched shadow bundle as its shadow policy
+    /// set, validated as a live bundle would be.
+    pub fn with_shadow(&self, bundle: Bundle) -> Result<Config, ConfigError> {
+        let engine = self.engine_of(bundle)?;
+        Ok(Config {
+            shadow_policies: ShadowPolicies::Loaded(Rc::new(engine)),
+            ..self.clone()
+        })
+    }
+
+    /// The configuration after a shadow bundle failed to load: a loaded
+    /// shadow stays, as a live bundle does; otherwise the records say why
+    /// there is none. `None` when nothing changes.
+    pub fn with_shadow_failure(&self, reason: &str) -> Option<Config> {
+        match &self.shadow_policies {
+            ShadowPolicies::Absent(_) => Some(Config {
+                shadow_policies: ShadowPolicies::Absent(reason.to_owned()),
+                ..self.clone()
+            }),
+            ShadowPolicies::Off | ShadowPolicies::Loaded(_) => None,
+        }
+    }
+
+    /// The policy set a bundle makes, with the inline values for the keys
+    /// it leaves out.
+    fn engine_of(&self, bundle: Bundle) -> Result<PolicyEngine, ConfigError> {
         let schema = bundle.schema.as_ref().or(self.inline.schema.as_ref());
         let policies = bundle.policies.as_ref().or(self.inline.policies.as_ref());
         let (Some(schema), Some(policies)) = (schema, policies) else {
@@ -292,17 +421,7 @@ impl Config {
         };
         let entities = bundle.entities.as_ref().unwrap_or(&self.inline.entities);
         let templates = bundle.templates.as_ref().unwrap_or(&self.inline.templates);
-        let engine = self.build_engine(schema, policies, entities, templates)?;
-        Ok(Config {
-            engine: Some(engine),
-            mounts: self.mounts.clone(),
-            identity: self.identity.clone(),
-            audit: self.audit.clone(),
-            approval: self.approval.clone(),
-            bundle: self.bundle.clone(),
-            recent_reads_window: self.recent_reads_window,
-            inline: self.inline.clone(),
-        })
+        self.build_engine(schema, policies, entities, templates)
     }
 
     /// Loads a policy set and checks it against the rest of the configuration.

@@ -14,6 +14,7 @@ use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
 use crate::policy::AccessRequest;
 use crate::record::{DecisionRecord, Outcome};
 use crate::usage::{NoReadCounter, ReadCounter};
+use crate::verdict::PolicyVerdict;
 
 /// Headers that would let a client make OpenBao run a different operation
 /// than the method the filter classified.
@@ -342,23 +343,22 @@ impl Config {
             namespace: &classification.namespace,
             recent_reads,
         });
+        let verdict = PolicyVerdict::of(&evaluation, engine.approvals());
         record.policies = evaluation.policies;
         record.errors = evaluation.errors;
-        if !evaluation.allowed {
-            let (outcome, reason) = if record.errors.is_empty() {
-                (
-                    Outcome::DeniedByPolicy,
-                    if !record.policies.is_empty() {
-                        "a forbid policy applies"
-                    } else if principal.is_anonymous() {
-                        "no policy permits callers without identity"
-                    } else {
-                        "no policy permits the request"
-                    },
-                )
-            } else {
-                (Outcome::EvaluationError, "policy evaluation failed")
-            };
+        let refusal = match verdict {
+            PolicyVerdict::Allow | PolicyVerdict::Approval => None,
+            PolicyVerdict::Deny if !record.policies.is_empty() => {
+                Some((Outcome::DeniedByPolicy, "a forbid policy applies"))
+            }
+            PolicyVerdict::Deny if principal.is_anonymous() => Some((
+                Outcome::DeniedByPolicy,
+                "no policy permits callers without identity",
+            )),
+            PolicyVerdict::Deny => Some((Outcome::DeniedByPolicy, "no policy permits the request")),
+            PolicyVerdict::Error => Some((Outcome::EvaluationError, "policy evaluation failed")),
+        };
+        if let Some((outcome, reason)) = refusal {
             return refuse(record, outcome, 403, "permission denied", reason.to_owned());
         }
 

@@ -23,6 +23,7 @@ pub mod record;
 pub mod shapes;
 pub mod templates;
 pub mod usage;
+pub mod verdict;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

@@ -13,6 +13,8 @@ use std::process::ExitCode;
 use secretgate::audit::{AuditConfig, RawAuditConfig};
 
 // In secretgate/ beside this file, so Cargo does not take it for a binary of its own.
+#[path = "secretgate/candidate.rs"]
+mod candidate;
 #[path = "secretgate/check_mounts.rs"]
 mod check_mounts;
 
