@@ -21,7 +21,7 @@ use crate::classify::{Action, MountType};
 pub use crate::masking::MaskLimits;
 use crate::masking::{self, MaskRules, Unmasked};
 use crate::path::{parse_go_bool, query_unescape};
-use crate::record::{DecisionRecord, Outcome};
+use crate::record::{DecisionInputs, DecisionRecord, Outcome, ShadowOutcome};
 use crate::shapes::BodyKind;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -602,9 +602,70 @@ struct Record<'a> {
     token_hmac: Option<&'a str>,
     request_body_truncated: bool,
     response_body_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<InputsField<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<ShadowField<'a>>,
     /// Only in a compact record: why the full one was not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_error: Option<&'a str>,
+}
+
+/// `inputs`: what the policies read (see [`DecisionInputs`]).
+#[derive(Serialize)]
+struct InputsField<'a> {
+    claims: &'a Map<String, Value>,
+    source_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent_reads: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace_header: Option<&'a str>,
+}
+
+impl<'a> From<&'a DecisionInputs> for InputsField<'a> {
+    fn from(inputs: &'a DecisionInputs) -> Self {
+        InputsField {
+            claims: &inputs.claims,
+            source_ip: &inputs.source_ip,
+            recent_reads: inputs.recent_reads,
+            namespace_header: inputs.namespace_header.as_deref(),
+        }
+    }
+}
+
+/// `shadow`: the shadow policy set's verdict, or why there is none.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ShadowField<'a> {
+    Evaluated {
+        decision: &'static str,
+        agrees: bool,
+        policies: &'a [String],
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        errors: &'a [String],
+    },
+    Absent {
+        absent: &'a str,
+    },
+}
+
+impl<'a> From<&'a ShadowOutcome> for ShadowField<'a> {
+    fn from(shadow: &'a ShadowOutcome) -> Self {
+        match shadow {
+            ShadowOutcome::Evaluated {
+                verdict,
+                agrees,
+                policies,
+                errors,
+            } => ShadowField::Evaluated {
+                decision: verdict.as_str(),
+                agrees: *agrees,
+                policies,
+                errors,
+            },
+            ShadowOutcome::Absent(reason) => ShadowField::Absent { absent: reason },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -636,6 +697,9 @@ fn render_compact(
         claims: Map::new(),
         ..record.clone()
     };
+    if let Some(inputs) = compact.inputs.as_mut() {
+        inputs.claims = Map::new();
+    }
     if let Some((_, id)) = compact.principal.as_mut() {
         if id.len() > COMPACT_PRINCIPAL_BYTES {
             let mut cut = COMPACT_PRINCIPAL_BYTES;
@@ -695,6 +759,8 @@ fn render_record(
         token_hmac: record.token_hmac.as_deref(),
         request_body_truncated: response.request_body.is_some_and(BodyCapture::truncated),
         response_body_truncated: response.response_body.is_some_and(BodyCapture::truncated),
+        inputs: record.inputs.as_ref().map(InputsField::from),
+        shadow: record.shadow.as_ref().map(ShadowField::from),
         audit_error,
     };
     // Serialising plain strings, numbers and pre-validated JSON cannot fail;

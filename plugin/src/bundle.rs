@@ -272,6 +272,28 @@ impl FetchCycle {
     }
 }
 
+/// When a policy set's next fetch cycle is due. Cycles are timed from
+/// when they start, not when they end, so a periodic tick of the same
+/// period never skips one; `SCHEDULE_SLACK_MS` absorbs timer jitter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSchedule {
+    next_due_ms: u64,
+}
+
+const SCHEDULE_SLACK_MS: u64 = 50;
+
+impl FetchSchedule {
+    /// Whether a cycle should start at `now_ms` (the first one always does).
+    pub fn due(&self, now_ms: u64) -> bool {
+        now_ms.saturating_add(SCHEDULE_SLACK_MS) >= self.next_due_ms
+    }
+
+    /// A cycle starts at `now_ms`; the next is due `wait_ms` later.
+    pub fn started(&mut self, now_ms: u64, wait_ms: u64) {
+        self.next_due_ms = now_ms.saturating_add(wait_ms);
+    }
+}
+
 fn fetch_failure(what: &str, status: Option<u32>) -> BundleError {
     match status {
         Some(status) => BundleError::Fetch(format!("{what} answered HTTP {status}")),
@@ -282,6 +304,18 @@ fn fetch_failure(what: &str, status: Option<u32>) -> BundleError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedule_is_timed_from_the_start_of_a_cycle() {
+        let mut schedule = FetchSchedule::default();
+        assert!(schedule.due(0), "the first cycle starts at once");
+        schedule.started(1_000, 5_000);
+        assert!(!schedule.due(1_001));
+        assert!(!schedule.due(5_900));
+        // A tick of the same period, a little early, still starts the next.
+        assert!(schedule.due(5_990));
+        assert!(schedule.due(6_000));
+    }
 
     fn config(digest: bool) -> BundleConfig {
         serde_json::from_value(serde_json::json!({

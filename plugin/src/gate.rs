@@ -9,10 +9,11 @@ use serde_json::{json, Map, Value};
 use crate::approval::{Callout, CalloutReply, ReplyError};
 use crate::audit::AuditConfig;
 use crate::classify::{Action, ClassifyError, HttpRequest};
-use crate::config::Config;
-use crate::identity::{IdentityError, IdentityEvidence, IdentitySource};
+use crate::config::{Config, ShadowPolicies};
+use crate::identity::{IdentityError, IdentityEvidence, IdentitySource, Principal};
 use crate::policy::AccessRequest;
-use crate::record::{DecisionRecord, Outcome};
+use crate::policy::PolicyEngine;
+use crate::record::{DecisionInputs, DecisionRecord, Outcome, ShadowOutcome};
 use crate::usage::{NoReadCounter, ReadCounter};
 use crate::verdict::PolicyVerdict;
 
@@ -156,6 +157,23 @@ fn source_ip(address: &str) -> Option<IpAddr> {
         return Some(ip);
     }
     address.rsplit_once(':')?.0.parse().ok()
+}
+
+/// The claims a decision read, for the record: every claim the schema
+/// declares, `null` where the caller carried none (see [`DecisionInputs`]).
+/// A caller without identity has no claims at all.
+fn recorded_claims(principal: &Principal, engine: &PolicyEngine) -> Map<String, Value> {
+    if principal.is_anonymous() {
+        return Map::new();
+    }
+    engine
+        .claims_shape()
+        .names()
+        .map(|name| {
+            let value = principal.claims.get(name).cloned().unwrap_or(Value::Null);
+            (name.to_owned(), value)
+        })
+        .collect()
 }
 
 /// The answer to a request without identity that is not forwarded: what
@@ -319,7 +337,13 @@ impl Config {
             );
         };
         let ip_text = ip.to_string();
-        let recent_reads = if engine.uses_recent_reads() {
+        let shadow_engine = match &self.shadow_policies {
+            ShadowPolicies::Loaded(shadow) => Some(shadow),
+            ShadowPolicies::Off | ShadowPolicies::Absent(_) => None,
+        };
+        let counts_reads = engine.uses_recent_reads()
+            || shadow_engine.is_some_and(|shadow| shadow.uses_recent_reads());
+        let recent_reads = if counts_reads {
             let who = format!("{}::{}", principal.entity_type, principal.id);
             let now = Duration::from_nanos(facts.now_nanos);
             let is_read = classification.action == Action::Read;
@@ -333,7 +357,7 @@ impl Config {
         } else {
             None
         };
-        let evaluation = engine.evaluate(&AccessRequest {
+        let mut access = AccessRequest {
             principal: &principal,
             action: classification.action,
             resource: &classification.resource,
@@ -341,9 +365,31 @@ impl Config {
             source_ip: &ip_text,
             now_secs: i64::try_from(facts.now_nanos / 1_000_000_000).unwrap_or(i64::MAX),
             namespace: &classification.namespace,
-            recent_reads,
-        });
+            recent_reads: recent_reads.filter(|_| engine.uses_recent_reads()),
+        };
+        let evaluation = engine.evaluate(&access);
         let verdict = PolicyVerdict::of(&evaluation, engine.approvals());
+        record.shadow = match (&self.shadow_policies, shadow_engine) {
+            (_, Some(shadow)) => {
+                access.recent_reads = recent_reads.filter(|_| shadow.uses_recent_reads());
+                let evaluation = shadow.evaluate(&access);
+                let shadow_verdict = PolicyVerdict::of(&evaluation, shadow.approvals());
+                Some(ShadowOutcome::Evaluated {
+                    verdict: shadow_verdict,
+                    agrees: shadow_verdict == verdict,
+                    policies: evaluation.policies,
+                    errors: evaluation.errors,
+                })
+            }
+            (ShadowPolicies::Absent(reason), None) => Some(ShadowOutcome::Absent(reason.clone())),
+            _ => None,
+        };
+        record.inputs = Some(DecisionInputs {
+            claims: recorded_claims(&principal, engine),
+            source_ip: ip_text.clone(),
+            recent_reads,
+            namespace_header: namespace.map(|raw| String::from_utf8_lossy(raw).into_owned()),
+        });
         record.policies = evaluation.policies;
         record.errors = evaluation.errors;
         let refusal = match verdict {

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use crate::classify::{Action, MountType, ResourceRef};
+use crate::verdict::PolicyVerdict;
 
 /// Raw paths longer than this are cut in the audit record.
 const MAX_LOGGED_PATH: usize = 2048;
@@ -54,6 +55,37 @@ impl Outcome {
     }
 }
 
+/// What the policy evaluation read, besides principal, action, resource,
+/// method, namespace and time (in the record already): with them, a
+/// record can be decided again (`secretgate replay`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionInputs {
+    /// Every claim the schema declares, as `context.claims` held it; a
+    /// declared claim the caller did not carry is `null`, so a replay can
+    /// tell "absent" from "not recorded". Empty in a compact record.
+    pub claims: Map<String, Value>,
+    pub source_ip: String,
+    /// `context.recent_reads`, when the schema declares it.
+    pub recent_reads: Option<i64>,
+    /// `X-Vault-Namespace` as the client sent it: the record's `namespace`
+    /// is the canonical one, which may have come from the path instead.
+    pub namespace_header: Option<String>,
+}
+
+/// What the shadow policy set made of the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShadowOutcome {
+    Evaluated {
+        verdict: PolicyVerdict,
+        /// The live policy set reached the same verdict.
+        agrees: bool,
+        policies: Vec<String>,
+        errors: Vec<String>,
+    },
+    /// A shadow is configured but none has loaded: why.
+    Absent(String),
+}
+
 /// Everything worth recording about the decision. Never holds a token or
 /// a body (only the token's keyed HMAC).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +113,11 @@ pub struct DecisionRecord {
     pub reason: String,
     pub policies: Vec<String>,
     pub errors: Vec<String>,
+    /// Set once the policies were evaluated.
+    pub inputs: Option<DecisionInputs>,
+    /// Set when a shadow policy set is configured and the live one was
+    /// evaluated.
+    pub shadow: Option<ShadowOutcome>,
 }
 
 impl DecisionRecord {
@@ -119,6 +156,8 @@ impl DecisionRecord {
             reason: String::new(),
             policies: Vec::new(),
             errors: Vec::new(),
+            inputs: None,
+            shadow: None,
         }
     }
 

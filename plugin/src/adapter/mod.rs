@@ -19,8 +19,10 @@ use crate::approval::{parse_reply, CalloutReply, ReplyError};
 use crate::audit::{
     self, AuditConfig, BodyCapture, Delivery, RecordSink, ResponseFacts, Stage, AUDIT_UNAVAILABLE,
 };
-use crate::bundle::{self, BundleError, FetchCycle, FetchReply, FetchRequest, FetchStep};
-use crate::config::Config;
+use crate::bundle::{
+    self, BundleConfig, BundleError, FetchCycle, FetchReply, FetchRequest, FetchSchedule, FetchStep,
+};
+use crate::config::{Config, ShadowPolicies};
 use crate::gate::{self, error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
@@ -39,16 +41,187 @@ const FIRST_BUNDLE_RETRY_MS: u32 = 250;
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(SecretgateRoot { config: None, fetch: FetchCycle::default(), fetch_token: None })
+        Box::new(SecretgateRoot::default())
     });
 }}
 
+#[derive(Default)]
 struct SecretgateRoot {
     /// What new requests are served with; swapped whole when a bundle loads,
     /// while requests in flight keep the configuration they started with.
     config: Option<Rc<Config>>,
-    fetch: FetchCycle,
-    fetch_token: Option<u32>,
+    live: Fetcher,
+    shadow: Fetcher,
+    /// The tick period last asked of the host (0: none).
+    tick_ms: u32,
+}
+
+/// The two policy sets fetched over HTTP: `bundle` and `shadow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PolicySet {
+    Live,
+    Shadow,
+}
+
+impl PolicySet {
+    /// The metric group and log name.
+    fn name(self) -> &'static str {
+        match self {
+            PolicySet::Live => "bundle",
+            PolicySet::Shadow => "shadow",
+        }
+    }
+
+    fn source(self, config: &Config) -> Option<&BundleConfig> {
+        match self {
+            PolicySet::Live => config.bundle.as_ref(),
+            PolicySet::Shadow => config.shadow.as_ref(),
+        }
+    }
+
+    fn loaded(self, config: &Config) -> bool {
+        match self {
+            PolicySet::Live => config.engine.is_some(),
+            PolicySet::Shadow => matches!(config.shadow_policies, ShadowPolicies::Loaded(_)),
+        }
+    }
+}
+
+/// One policy set's fetches: the cycle, the callout in flight, and when
+/// the next cycle is due.
+#[derive(Default)]
+struct Fetcher {
+    cycle: FetchCycle,
+    token: Option<u32>,
+    schedule: FetchSchedule,
+}
+
+impl SecretgateRoot {
+    fn fetcher(&mut self, set: PolicySet) -> &mut Fetcher {
+        match set {
+            PolicySet::Live => &mut self.live,
+            PolicySet::Shadow => &mut self.shadow,
+        }
+    }
+
+    /// Ticks often until every configured set has loaded, then at the
+    /// shortest refresh period; each set keeps its own schedule.
+    fn retune_tick(&mut self, config: &Config) {
+        let sets = [PolicySet::Live, PolicySet::Shadow];
+        let configured = sets
+            .iter()
+            .filter_map(|set| Some((*set, set.source(config)?)));
+        let mut period: Option<u32> = None;
+        for (set, source) in configured {
+            let wanted = if set.loaded(config) {
+                source.refresh_s.saturating_mul(1000)
+            } else {
+                FIRST_BUNDLE_RETRY_MS
+            };
+            period = Some(period.map_or(wanted, |p| p.min(wanted)));
+        }
+        let period = period.unwrap_or(0);
+        if period != 0 && period != self.tick_ms {
+            set_tick(period);
+            self.tick_ms = period;
+        }
+    }
+
+    /// A fetched bundle passed its checks: validate it as `set` and swap it in.
+    fn load_candidate(
+        &mut self,
+        set: PolicySet,
+        config: &Config,
+        body: &[u8],
+        etag: Option<String>,
+    ) {
+        let loaded = bundle::parse(body).and_then(|candidate| {
+            let revision = candidate.revision.clone();
+            let next = match set {
+                PolicySet::Live => config.with_bundle(candidate),
+                PolicySet::Shadow => config.with_shadow(candidate),
+            };
+            next.map(|next| (next, revision))
+                .map_err(|e| BundleError::Invalid(e.to_string()))
+        });
+        match loaded {
+            Ok((next, revision)) => {
+                let policies = match (set, &next.engine, &next.shadow_policies) {
+                    (PolicySet::Live, Some(engine), _) => engine.policy_count(),
+                    (PolicySet::Shadow, _, ShadowPolicies::Loaded(engine)) => engine.policy_count(),
+                    _ => 0,
+                };
+                abi::log(
+                    abi::LOG_INFO,
+                    &format!(
+                        "secretgate: {} loaded (revision {}, {policies} policies)",
+                        set.name(),
+                        revision.as_deref().unwrap_or("unnamed"),
+                    ),
+                );
+                self.config = Some(Rc::new(next));
+                self.fetcher(set).cycle.accepted(etag);
+                metrics::count(set.name(), "loads");
+            }
+            Err(e) => self.fetch_failed(set, config, &e),
+        }
+    }
+
+    /// A bad or unreachable bundle changes nothing: the last good one keeps
+    /// serving (or, before any, every request stays denied). A shadow that
+    /// never loaded is reported absent in every record, with the reason.
+    fn fetch_failed(&mut self, set: PolicySet, config: &Config, error: &BundleError) {
+        let keeping = match (set, set.loaded(config)) {
+            (PolicySet::Live, true) => "keeping the previous policy",
+            (PolicySet::Live, false) => "no policy loaded yet: denying every request",
+            (PolicySet::Shadow, true) => "keeping the previous shadow policy",
+            (PolicySet::Shadow, false) => {
+                "no shadow policy: records say it is absent; serving is unaffected"
+            }
+        };
+        abi::log(
+            abi::LOG_WARN,
+            &format!("secretgate: {} rejected: {error}; {keeping}", set.name()),
+        );
+        metrics::count(set.name(), "failures");
+        if set == PolicySet::Shadow {
+            let reason = format!("shadow bundle not loaded: {error}");
+            if let Some(next) = config.with_shadow_failure(&reason) {
+                self.config = Some(Rc::new(next));
+            }
+        }
+    }
+
+    fn send_fetch(&mut self, set: PolicySet, config: &Config, request: &FetchRequest) {
+        let Some(source) = set.source(config) else {
+            return;
+        };
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", request.path.as_str()),
+            (":authority", source.authority.as_str()),
+        ];
+        if let Some(etag) = &request.if_none_match {
+            headers.push(("if-none-match", etag.as_str()));
+        }
+        match hostcalls::dispatch_http_call(
+            &source.cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(u64::from(source.timeout_ms)),
+        ) {
+            Ok(token) => self.fetcher(set).token = Some(token),
+            Err(status) => {
+                self.fetcher(set).cycle.abandon();
+                let error = BundleError::Fetch(format!(
+                    "cluster {:?} refused the request ({status:?})",
+                    source.cluster
+                ));
+                self.fetch_failed(set, config, &error);
+            }
+        }
+    }
 }
 
 impl Context for SecretgateRoot {
@@ -62,17 +235,21 @@ impl Context for SecretgateRoot {
         let Some(config) = self.config.clone() else {
             return;
         };
-        let Some(bundle_config) = config.bundle.as_ref() else {
-            return;
-        };
-        if self.fetch_token != Some(token_id) {
+        let set = if self.live.token == Some(token_id) {
+            PolicySet::Live
+        } else if self.shadow.token == Some(token_id) {
+            PolicySet::Shadow
+        } else {
             abi::log(
                 abi::LOG_ERROR,
                 "secretgate: bundle reply with an unknown token",
             );
             return;
-        }
-        self.fetch_token = None;
+        };
+        let Some(source) = set.source(&config) else {
+            return;
+        };
+        self.fetcher(set).token = None;
         let (status, etag) = if num_headers == 0 && body_size == 0 {
             (None, None)
         } else {
@@ -84,8 +261,8 @@ impl Context for SecretgateRoot {
             body_size.min(bundle::MAX_BUNDLE_BYTES + 1),
         )
         .unwrap_or_default();
-        let step = self.fetch.on_reply(
-            bundle_config,
+        let step = self.fetcher(set).cycle.on_reply(
+            source,
             FetchReply {
                 status,
                 etag: etag.as_deref(),
@@ -93,55 +270,17 @@ impl Context for SecretgateRoot {
             },
         );
         match step {
-            FetchStep::Send(request) => self.send_fetch(&config, &request),
-            FetchStep::Unchanged => {}
-            FetchStep::Candidate { body, etag } => {
-                let loaded = bundle::parse(&body).and_then(|candidate| {
-                    let revision = candidate.revision.clone();
-                    config
-                        .with_bundle(candidate)
-                        .map(|next| (next, revision))
-                        .map_err(|e| BundleError::Invalid(e.to_string()))
-                });
-                match loaded {
-                    Ok((next, revision)) => {
-                        let first = config.engine.is_none();
-                        abi::log(
-                            abi::LOG_INFO,
-                            &format!(
-                                "secretgate: bundle loaded (revision {}, {} policies)",
-                                revision.as_deref().unwrap_or("unnamed"),
-                                next.engine.as_ref().map_or(0, |e| e.policy_count()),
-                            ),
-                        );
-                        self.config = Some(Rc::new(next));
-                        self.fetch.accepted(etag);
-                        metrics::count("bundle", "loads");
-                        if first {
-                            set_tick(bundle_config.refresh_s.saturating_mul(1000));
-                        }
-                    }
-                    Err(e) => bundle_failed(&config, &e),
-                }
+            FetchStep::Send(request) => {
+                self.send_fetch(set, &config, &request);
+                return;
             }
-            FetchStep::Failed(e) => bundle_failed(&config, &e),
+            FetchStep::Unchanged => {}
+            FetchStep::Candidate { body, etag } => self.load_candidate(set, &config, &body, etag),
+            FetchStep::Failed(e) => self.fetch_failed(set, &config, &e),
         }
+        let current = self.config.clone().unwrap_or(config);
+        self.retune_tick(&current);
     }
-}
-
-/// A bad or unreachable bundle changes nothing: the last good one keeps
-/// serving (or, before any, every request stays denied).
-fn bundle_failed(config: &Config, error: &BundleError) {
-    let keeping = if config.engine.is_some() {
-        "keeping the previous policy"
-    } else {
-        "no policy loaded yet: denying every request"
-    };
-    abi::log(
-        abi::LOG_WARN,
-        &format!("secretgate: bundle rejected: {error}; {keeping}"),
-    );
-    metrics::count("bundle", "failures");
 }
 
 fn callout_status_and_etag() -> (Option<u32>, Option<String>) {
@@ -168,41 +307,6 @@ fn set_tick(period_ms: u32) {
     }
 }
 
-impl SecretgateRoot {
-    fn send_fetch(&mut self, config: &Config, request: &FetchRequest) {
-        let Some(bundle_config) = config.bundle.as_ref() else {
-            return;
-        };
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", request.path.as_str()),
-            (":authority", bundle_config.authority.as_str()),
-        ];
-        if let Some(etag) = &request.if_none_match {
-            headers.push(("if-none-match", etag.as_str()));
-        }
-        match hostcalls::dispatch_http_call(
-            &bundle_config.cluster,
-            headers,
-            None,
-            Vec::new(),
-            Duration::from_millis(u64::from(bundle_config.timeout_ms)),
-        ) {
-            Ok(token) => self.fetch_token = Some(token),
-            Err(status) => {
-                self.fetch.abandon();
-                bundle_failed(
-                    config,
-                    &BundleError::Fetch(format!(
-                        "cluster {:?} refused the request ({status:?})",
-                        bundle_config.cluster
-                    )),
-                );
-            }
-        }
-    }
-}
-
 impl RootContext for SecretgateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let loaded = abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION)
@@ -222,12 +326,11 @@ impl RootContext for SecretgateRoot {
                     abi::LOG_INFO,
                     &format!("secretgate: configuration loaded ({loaded})"),
                 );
-                if config.bundle.is_some() {
-                    set_tick(FIRST_BUNDLE_RETRY_MS);
-                }
+                self.live = Fetcher::default();
+                self.shadow = Fetcher::default();
+                self.tick_ms = 0;
+                self.retune_tick(&config);
                 self.config = Some(Rc::new(config));
-                self.fetch = FetchCycle::default();
-                self.fetch_token = None;
                 true
             }
             Err(e) => {
@@ -247,14 +350,24 @@ impl RootContext for SecretgateRoot {
         let Some(config) = self.config.clone() else {
             return;
         };
-        let Some(bundle_config) = config.bundle.as_ref() else {
-            return;
-        };
-        if self.fetch.busy() {
-            return;
+        let now_ms = abi::now_nanos().unwrap_or(0) / 1_000_000;
+        for set in [PolicySet::Live, PolicySet::Shadow] {
+            let Some(source) = set.source(&config) else {
+                continue;
+            };
+            let wait_ms = if set.loaded(&config) {
+                u64::from(source.refresh_s) * 1000
+            } else {
+                u64::from(FIRST_BUNDLE_RETRY_MS)
+            };
+            let fetcher = self.fetcher(set);
+            if fetcher.cycle.busy() || !fetcher.schedule.due(now_ms) {
+                continue;
+            }
+            fetcher.schedule.started(now_ms, wait_ms);
+            let request = fetcher.cycle.start(source);
+            self.send_fetch(set, &config, &request);
         }
-        let request = self.fetch.start(bundle_config);
-        self.send_fetch(&config, &request);
     }
 
     fn get_type(&self) -> Option<ContextType> {
