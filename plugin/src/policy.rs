@@ -44,6 +44,7 @@ use crate::identity::{Principal, ANONYMOUS_TYPE};
 use crate::memo::Memo;
 pub use crate::policy_text::PolicyError;
 use crate::policy_text::{self, StatementSpans};
+use crate::reads::ContextReads;
 use crate::templates::{Capture, TemplateTable};
 
 /// How many request scopes and source addresses a loaded configuration
@@ -386,6 +387,11 @@ impl PolicyEngine {
             recent_reads: Some(0),
         })
         .is_ok()
+    }
+
+    /// What the policies read of the request context (see [`ContextReads`]).
+    pub fn context_reads(&self) -> Result<ContextReads, String> {
+        ContextReads::of(self.policies.policies())
     }
 
     pub fn policy_count(&self) -> usize {

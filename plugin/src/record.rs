@@ -10,7 +10,7 @@ use crate::classify::{Action, MountType, ResourceRef};
 use crate::verdict::PolicyVerdict;
 
 /// Raw paths longer than this are cut in the audit record.
-const MAX_LOGGED_PATH: usize = 2048;
+pub const MAX_LOGGED_PATH: usize = 2048;
 
 /// Why a request was allowed or denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //!   token without the log ever holding it.
 //! - `secretgate check-mounts --addr URL --config FILE`: compares the filter
 //!   configuration's mount table with the store's (see `check_mounts`).
+//! - `secretgate replay --log FILE (--policies DIR | --bundle FILE)`: decides
+//!   recorded requests again under candidate policies (see `replay`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -17,6 +19,8 @@ use secretgate::audit::{AuditConfig, RawAuditConfig};
 mod candidate;
 #[path = "secretgate/check_mounts.rs"]
 mod check_mounts;
+#[path = "secretgate/replay.rs"]
+mod replay;
 
 const USAGE: &str = "usage: secretgate hmac --key-file FILE [VALUE]
   FILE holds the audit hmac_key (one trailing newline is ignored);
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("check-mounts") => check_mounts::main(&args[1..]),
+        Some("replay") => replay::main(&args[1..]),
         Some("hmac") => match hmac(&args) {
             Ok(digest) => {
                 println!("{digest}");
@@ -79,7 +84,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("{USAGE}\n{}", check_mounts::USAGE);
+            eprintln!("{USAGE}\n{}\n{}", check_mounts::USAGE, replay::USAGE);
             ExitCode::from(2)
         }
     }
