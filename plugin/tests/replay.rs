@@ -394,7 +394,7 @@ fn a_record_lacking_an_input_the_candidate_reads_is_not_guessed() {
     let line = record.to_string();
     let summary = replay_lines(
         &candidate(&policies_file("policies.cedar")),
-        &[line.clone()],
+        std::slice::from_ref(&line),
     );
     assert_eq!(summary.replayed, 0);
     let reasons: Vec<&String> = summary.not_replayable.keys().collect();
