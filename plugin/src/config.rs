@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -135,7 +135,7 @@ impl fmt::Display for ConfigError {
 pub struct Config {
     /// `None` while a configured bundle has never loaded: every request is
     /// then denied.
-    pub engine: Option<Rc<PolicyEngine>>,
+    pub engine: Option<Arc<PolicyEngine>>,
     pub mounts: MountTable,
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
@@ -160,7 +160,7 @@ pub enum ShadowPolicies {
     Off,
     /// Configured, but no shadow bundle has loaded: why.
     Absent(String),
-    Loaded(Rc<PolicyEngine>),
+    Loaded(Arc<PolicyEngine>),
 }
 
 /// Where policy text comes from: inline configuration or a bundle.
@@ -285,7 +285,7 @@ impl Config {
             &config.inline.policies,
         ) {
             (None, Some(schema), Some(policies)) => {
-                config.engine = Some(Rc::new(config.build_engine(
+                config.engine = Some(Arc::new(config.build_engine(
                     schema,
                     policies,
                     &config.inline.entities,
@@ -381,7 +381,7 @@ impl Config {
     pub fn with_bundle(&self, bundle: Bundle) -> Result<Config, ConfigError> {
         let engine = self.engine_of(bundle)?;
         Ok(Config {
-            engine: Some(Rc::new(engine)),
+            engine: Some(Arc::new(engine)),
             ..self.clone()
         })
     }
@@ -391,7 +391,7 @@ impl Config {
     pub fn with_shadow(&self, bundle: Bundle) -> Result<Config, ConfigError> {
         let engine = self.engine_of(bundle)?;
         Ok(Config {
-            shadow_policies: ShadowPolicies::Loaded(Rc::new(engine)),
+            shadow_policies: ShadowPolicies::Loaded(Arc::new(engine)),
             ..self.clone()
         })
     }
