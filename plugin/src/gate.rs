@@ -11,8 +11,8 @@ use crate::audit::AuditConfig;
 use crate::classify::{Action, ClassifyError, HttpRequest};
 use crate::config::{Config, ShadowPolicies};
 use crate::identity::{IdentityError, IdentityEvidence, IdentitySource, Principal};
-use crate::policy::AccessRequest;
 use crate::policy::PolicyEngine;
+use crate::policy::{AccessRequest, Evaluation};
 use crate::record::{DecisionInputs, DecisionRecord, Outcome, ShadowOutcome};
 use crate::usage::{NoReadCounter, ReadCounter};
 use crate::verdict::PolicyVerdict;
@@ -372,7 +372,7 @@ impl Config {
         record.shadow = match (&self.shadow_policies, shadow_engine) {
             (_, Some(shadow)) => {
                 access.recent_reads = recent_reads.filter(|_| shadow.uses_recent_reads());
-                let evaluation = shadow.evaluate(&access);
+                let evaluation = self.evaluate_shadow(shadow, engine, &evidence, &access);
                 let shadow_verdict = PolicyVerdict::of(&evaluation, shadow.approvals());
                 Some(ShadowOutcome::Evaluated {
                     verdict: shadow_verdict,
@@ -487,6 +487,33 @@ impl Config {
         Verdict {
             action: VerdictAction::AskApproval { body, edits },
             record,
+        }
+    }
+
+    /// The shadow set's evaluation of a request the live set evaluated as
+    /// `access`. A shadow whose schema declares other claims reads the
+    /// caller's claims through its own schema, as it would once promoted; a
+    /// caller it would refuse (a claim of another type) is an error.
+    fn evaluate_shadow(
+        &self,
+        shadow: &PolicyEngine,
+        live: &PolicyEngine,
+        evidence: &IdentityEvidence<'_>,
+        access: &AccessRequest<'_>,
+    ) -> Evaluation {
+        if shadow.claims_shape() == live.claims_shape() {
+            return shadow.evaluate(access);
+        }
+        match self.identity.caller(evidence, shadow.claims_shape()) {
+            Ok(principal) => shadow.evaluate(&AccessRequest {
+                principal: &principal,
+                ..access.clone()
+            }),
+            Err(e) => Evaluation {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![format!("identity under the shadow schema: {e}")],
+            },
         }
     }
 

@@ -54,6 +54,8 @@ fn claims(repository: &str) -> Vec<u8> {
         (b"repository", repository.as_bytes()),
         (b"ref", b"refs/heads/main"),
         (b"ref_protected", b"true"),
+        // Not declared by the live schema: the live set never sees it.
+        (b"job_workflow_sha", b"0123abcd"),
     ])
 }
 
@@ -218,4 +220,39 @@ fn the_record_carries_what_the_decision_read() {
     let refused = decide(&config, "/v1/nowhere/x", None);
     assert_eq!(refused.record.inputs, None);
     assert!(rendered(&refused).get("inputs").is_none());
+}
+
+#[test]
+fn a_shadow_reads_claims_through_its_own_schema_as_it_would_once_promoted() {
+    // The candidate declares a claim the live schema does not, and forbids
+    // CI reads without it: the token carries it, so once promoted the read
+    // is allowed, and the shadow must say so.
+    let schema = policies_file("schema.cedarschema").replace(
+        "  sha?: String,",
+        "  sha?: String,\n  job_workflow_sha?: String,",
+    );
+    let policies = format!(
+        "{}\n@id(\"ci-pins-its-workflow\")\nforbid (principal, action, resource in Path::\"secret/ci\")\nunless {{ context.claims has job_workflow_sha }};\n",
+        policies_file("policies.cedar")
+    );
+    let candidate = Bundle {
+        schema: Some(schema),
+        policies: Some(policies),
+        ..Bundle::default()
+    };
+    let config = shadowed().with_shadow(candidate).unwrap();
+    let verdict = decide(&config, "/v1/secret/data/ci/acme/api/db", None);
+    assert_eq!(verdict.record.outcome, Outcome::Allowed);
+    assert_eq!(
+        verdict.record.shadow,
+        Some(ShadowOutcome::Evaluated {
+            verdict: PolicyVerdict::Allow,
+            agrees: true,
+            policies: vec!["ci-reads-own-repository".into()],
+            errors: vec![],
+        })
+    );
+    // The live record's inputs are the live schema's claims.
+    let inputs = verdict.record.inputs.as_ref().unwrap();
+    assert!(!inputs.claims.contains_key("job_workflow_sha"));
 }

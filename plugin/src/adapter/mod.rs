@@ -26,7 +26,7 @@ use crate::config::{Config, ShadowPolicies};
 use crate::gate::{self, error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
-use crate::record::{DecisionRecord, Outcome};
+use crate::record::{DecisionRecord, Outcome, ShadowOutcome};
 use crate::usage::{HashKey, ReadCounter, SharedCounter, SharedStore, StoreError};
 use abi::HostError;
 
@@ -79,6 +79,13 @@ impl PolicySet {
         }
     }
 
+    /// Until the live set first loads every request is denied, so it is
+    /// fetched again quickly; a shadow decides nothing, so a broken one is
+    /// fetched at its `refresh_s` like any other.
+    fn retries_fast(self, config: &Config) -> bool {
+        self == PolicySet::Live && !self.loaded(config)
+    }
+
     fn loaded(self, config: &Config) -> bool {
         match self {
             PolicySet::Live => config.engine.is_some(),
@@ -113,10 +120,10 @@ impl SecretgateRoot {
             .filter_map(|set| Some((*set, set.source(config)?)));
         let mut period: Option<u32> = None;
         for (set, source) in configured {
-            let wanted = if set.loaded(config) {
-                source.refresh_s.saturating_mul(1000)
-            } else {
+            let wanted = if set.retries_fast(config) {
                 FIRST_BUNDLE_RETRY_MS
+            } else {
+                source.refresh_s.saturating_mul(1000)
             };
             period = Some(period.map_or(wanted, |p| p.min(wanted)));
         }
@@ -355,10 +362,10 @@ impl RootContext for SecretgateRoot {
             let Some(source) = set.source(&config) else {
                 continue;
             };
-            let wait_ms = if set.loaded(&config) {
-                u64::from(source.refresh_s) * 1000
-            } else {
+            let wait_ms = if set.retries_fast(&config) {
                 u64::from(FIRST_BUNDLE_RETRY_MS)
+            } else {
+                u64::from(source.refresh_s) * 1000
             };
             let fetcher = self.fetcher(set);
             if fetcher.cycle.busy() || !fetcher.schedule.due(now_ms) {
@@ -737,6 +744,9 @@ fn write_audit(
 /// Counts a request's final decision (and approval outcome), once.
 fn count_decision(record: &DecisionRecord) {
     metrics::count("decisions", record.outcome.as_str());
+    if let Some(ShadowOutcome::Evaluated { agrees, .. }) = &record.shadow {
+        metrics::count("shadow", if *agrees { "agree" } else { "disagree" });
+    }
     if let Some(outcome) = record
         .approval
         .as_ref()

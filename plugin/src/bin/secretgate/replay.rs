@@ -14,7 +14,8 @@ pub const USAGE: &str = "usage: secretgate replay --log FILE [--log FILE ...] (-
   lines with the record in \"audit\") again under the candidate policies and
   compares with the recorded decision. --config is the filter configuration
   (mounts, templates, identity); it defaults to config.json beside --policies.
-  Exit 0: no decision changed; 1: some decision changed; 2: an error.";
+  Exit 0: no decision changed; 1: some decision changed; 2: an error, or
+  no record could be replayed at all.";
 
 struct Args {
     logs: Vec<String>,
@@ -96,6 +97,14 @@ fn run(args: &[String]) -> Result<Summary, String> {
 
 pub fn main(args: &[String]) -> ExitCode {
     match run(args) {
+        // A gate that decided nothing has shown nothing: never a pass.
+        Ok(summary) if summary.replayed == 0 => {
+            eprintln!(
+                "nothing was replayed: {} records, none of them replayable under the candidate",
+                summary.records
+            );
+            ExitCode::from(2)
+        }
         Ok(summary) if summary.changes.is_empty() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(message) => {
