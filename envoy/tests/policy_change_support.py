@@ -54,10 +54,10 @@ def bao_cli(stack, jwt: str | None, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
 
 
-def curl(stack, path: str, jwt: str | None = None, method: str = "GET", vault_token: bool = True):
-    """curl through Envoy, the path sent as written. Returns (status, body, the x-request-id
-    Envoy answered with: the request_id of the request's audit record)."""
-    headers = {"X-Vault-Token": stack.root_token} if vault_token else {}
+def curl(stack, path: str, jwt: str | None = None, method: str = "GET", headers: dict[str, str] | None = None):
+    """curl through Envoy with the root Vault token, the path sent as written. Returns (status, body,
+    the x-request-id Envoy answered with: the request_id of the request's audit record)."""
+    headers = {"X-Vault-Token": stack.root_token, **(headers or {})}
     if jwt:
         headers[stack_module.JWT_HEADER] = jwt
     args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
