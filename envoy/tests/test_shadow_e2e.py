@@ -126,7 +126,12 @@ def comparable(status: int, body: str) -> tuple[int, object]:
 def client_view(running) -> dict[str, tuple[int, object]]:
     """An allowed read, a denied read, a request without identity and a bad path, as the client sees them."""
     jwt = running.mint_jwt()
-    requests = {"allowed": (API_DB, jwt), "denied": (WEB_TOKEN, jwt), "no identity": (API_DB, None), "bad path": (BAD_PATH, jwt)}
+    requests = {
+        "allowed": (API_DB, jwt),
+        "denied": (WEB_TOKEN, jwt),
+        "no identity": (API_DB, None),
+        "bad path": (BAD_PATH, jwt),
+    }
     return {name: comparable(*curl(running, path, token)[:2]) for name, (path, token) in requests.items()}
 
 
@@ -235,3 +240,65 @@ def test_promoting_the_shadow_is_a_file_move_on_the_bundle_server(make_stack, tm
     cli = bao_cli(running, jwt, "kv get", "-mount=secret", "ci/acme/api/db")
     assert cli.returncode != 0 and "permission denied" in cli.stderr
     assert curl(running, WEB_TOKEN, running.mint_jwt(WEB))[0] == 200
+
+
+PIN_WORKFLOW = """
+@id("ci-pins-its-workflow")
+forbid (principal, action, resource in Path::"secret/ci") unless { context.claims has job_workflow_sha };
+"""
+CLAIMS_ARE_SHAPED_BY_THE_LIVE_SCHEMA = (
+    "the shadow is evaluated on claims extracted with the live schema's claims shape (gate.rs: "
+    "identity.caller(.., engine.claims_shape()) for the live engine only): a claim only the shadow declares "
+    "reaches it as absent, and a claim only the live schema declares makes the shadow's context invalid "
+    "(shadow decision 'error')"
+)
+
+
+def shadow_with_another_claims_schema(directory, change: str):
+    """A shadow whose schema declares one claim more, or one less, than the live one."""
+    schema = (stack_module.POLICIES_DIR / "schema.cedarschema").read_text()
+    if change == "declares a claim the live schema does not":
+        policies_copy(directory, PIN_WORKFLOW)
+        schema = schema.replace("  sha?: String,\n", "  sha?: String,\n  job_workflow_sha?: String,\n")
+    else:
+        policies_copy(directory)
+        schema = schema.replace("  actor?: String,\n", "")
+    assert schema != (stack_module.POLICIES_DIR / "schema.cedarschema").read_text()
+    (directory / "schema.cedarschema").write_text(schema)
+    return directory
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            "declares a claim the live schema does not",
+            marks=pytest.mark.xfail(strict=True, reason=CLAIMS_ARE_SHAPED_BY_THE_LIVE_SCHEMA),
+        ),
+        pytest.param(
+            "drops a claim the live schema declares",
+            marks=pytest.mark.xfail(strict=True, reason=CLAIMS_ARE_SHAPED_BY_THE_LIVE_SCHEMA),
+        ),
+    ],
+)
+def test_the_shadow_predicts_what_its_promotion_decides_when_the_claims_schema_changes(make_stack, tmp_path, change):
+    """What the shadow records for a request is what the same request gets once the shadow is
+    the live bundle: otherwise the shadow's evidence misleads the promotion."""
+    live = policies_copy(tmp_path / "live")
+    shadow = shadow_with_another_claims_schema(tmp_path / "shadow", change)
+    config = stack_module.with_shadow(stack_module.bundle_plugin_config(refresh_s=1, digest=True), refresh_s=1)
+    running = make_stack(config, bundle_dir=live, shadow_dir=shadow).start()
+    running.wait_shadow_loaded()
+    # GitHub's tokens carry job_workflow_sha; one without it too.
+    tokens = {"pinned": running.mint_jwt(), "unpinned": running.mint_jwt({"job_workflow_sha": None})}
+
+    def decide_all() -> dict[str, dict]:
+        return {name: record_with_id(running, curl(running, API_DB, jwt)[2]) for name, jwt in tokens.items()}
+
+    predicted = {name: record["shadow"]["decision"] for name, record in decide_all().items()}
+    bundle_loads = sum(running.counters("secretgate.bundle.loads").values())
+    for name in POLICY_FILES:
+        os.replace(shadow / name, live / name)
+    running.wait_bundle_loaded(after=bundle_loads)
+    promoted = {name: record["decision"] for name, record in decide_all().items()}
+    assert predicted == promoted
