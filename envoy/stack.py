@@ -39,6 +39,7 @@ from stacklib.binaries import (  # noqa: F401 (re-exported)
     port_accepts,
     wasm_path,
 )
+from stacklib.bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer  # noqa: F401 (re-exported)
 from stacklib.cli import main
 from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     CLIENT_ADDRESS_OPTIONS,
@@ -65,6 +66,7 @@ from stacklib.plugin_config import (  # noqa: F401 (re-exported)
     bundle_plugin_config,
     default_plugin_config,
     plugin_config,
+    with_shadow,
 )
 from stacklib.processes import (  # noqa: F401 (re-exported)
     LOG_TAIL_LINES,

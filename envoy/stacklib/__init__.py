@@ -5,6 +5,7 @@ Layers import only downwards, never back up:
     binaries      paths, binaries, loopback ports and HTTP
     processes     spawning and stopping processes by PID, startup errors
     tokens        CI claims, signing keys, the JWKS file and its server
+    bundles       the policy bundle servers (live and shadow)
     pki           the development CA for mTLS
     plugin_config the filter's JSON configuration
     envoy_config  Envoy's bootstrap

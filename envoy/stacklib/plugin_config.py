@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .binaries import POLICIES_DIR
+from .bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER
 from .tokens import CLAIMS_METADATA_KEY
 
 PRINCIPAL_HEADER = "x-secretgate-principal"
@@ -57,15 +58,32 @@ def bundle_plugin_config(
     the mounts and their templates stay inline, from ``policies_dir``'s config.json."""
     inline = plugin_config(policies_dir, identity)
     config = {key: value for key, value in inline.items() if key not in ("schema", "policies", "entities")}
-    config["bundle"] = {
-        "cluster": "bundles",
-        "authority": "bundles.local",
+    config["bundle"] = bundle_source(BUNDLE_CLUSTER, refresh_s, digest)
+    return config
+
+
+def with_shadow(config: dict, refresh_s: int = 1, digest: bool = True, **overrides) -> dict:
+    """A copy of ``config`` that also evaluates a shadow policy set, fetched from the stack's
+    shadow server (cluster "shadows", see ``Stack.start_shadow_server``). ``overrides`` replace
+    keys of the ``shadow`` object (e.g. ``timeout_ms``). The shadow never decides: the records
+    say what it would have decided."""
+    shadowed = dict(config)
+    shadowed["shadow"] = {**bundle_source(SHADOW_CLUSTER, refresh_s, digest), **overrides}
+    return shadowed
+
+
+def bundle_source(cluster: str, refresh_s: int, digest: bool) -> dict:
+    """Where the filter fetches a bundle from, as ``bundle`` and ``shadow`` both take it:
+    ``envoy/bundle_server.py``'s paths on ``cluster``."""
+    source = {
+        "cluster": cluster,
+        "authority": f"{cluster}.local",
         "path": "/bundle.json",
         "refresh_s": refresh_s,
     }
     if digest:
-        config["bundle"]["digest_path"] = "/bundle.json.sha256"
-    return config
+        source["digest_path"] = "/bundle.json.sha256"
+    return source
 
 
 def default_plugin_config(identity: dict | None = None) -> dict:

@@ -1,6 +1,6 @@
 """The Stack: OpenBao (dev) + Envoy with the secretgate filter (+ the JWKS server,
-and optionally a bundle server), rooted in one run directory whose state.json
-records every PID."""
+and optionally bundle servers for the live and the shadow policy set), rooted in
+one run directory whose state.json records every PID."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import yaml
 
 from .binaries import (
     CLI_ENV_VAR,
-    ENVOY_DIR,
     LOOPBACK,
     SEED_FILE,
     WASM_ENV_VAR,
@@ -30,6 +29,7 @@ from .binaries import (
     port_accepts,
     wasm_path,
 )
+from .bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer
 from .envoy_config import envoy_config
 from .pki import CertFiles, DevPki
 from .plugin_config import MOUNTS, default_plugin_config
@@ -67,6 +67,13 @@ class Stack:
     (``envoy/jwks_server.py``), fetched again every ``jwks_cache_s`` seconds.
     At first it publishes ``self.signing_key`` alone; ``publish_jwks`` serves
     another set, e.g. to rotate keys.
+
+    ``bundle_dir`` is served as the live policy bundle (cluster "bundles",
+    see ``bundle_plugin_config``) and ``shadow_dir`` as the shadow one
+    (cluster "shadows", see ``with_shadow``), each by ``envoy/bundle_server.py``
+    in a process of its own. ``start`` waits for the live bundle to load, not
+    for the shadow: a shadow that never loads must not keep Envoy from
+    serving (``wait_shadow_loaded`` waits for it).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Stack:
         bundle_dir: str | os.PathLike | None = None,
         concurrency: int = 1,
         jwks_cache_s: int = DEFAULT_JWKS_CACHE_S,
+        shadow_dir: str | os.PathLike | None = None,
     ):
         self.run_dir = Path(run_dir).resolve()
         # Envoy worker threads, each with its own VM; more than one lets
@@ -99,9 +107,12 @@ class Stack:
         # Extra fields of the Wasm filter's PluginConfig (see envoy_config).
         self.wasm_plugin_options: dict = {}
         self.bao_port, self.listen_port, self.admin_port = free_ports(3)
-        # A policies directory served as a live bundle by envoy/bundle_server.py (cluster "bundles").
+        # Policies directories served by envoy/bundle_server.py: the live bundle
+        # (cluster "bundles") and the shadow bundle (cluster "shadows").
         self.bundle_dir = Path(bundle_dir).resolve() if bundle_dir else None
-        self._bundle_server: subprocess.Popen | None = None
+        self.shadow_dir = Path(shadow_dir).resolve() if shadow_dir else None
+        self.bundle_server = PolicyServer(self.run_dir, "bundle", BUNDLE_CLUSTER)
+        self.shadow_server = PolicyServer(self.run_dir, "shadow", SHADOW_CLUSTER)
         self.root_token = "dev-root-" + secrets.token_hex(16)
         self._bao: subprocess.Popen | None = None
         self._envoy: subprocess.Popen | None = None
@@ -165,6 +176,8 @@ class Stack:
         self.require_matching_mounts()
         if self.bundle_dir:
             self.start_bundle_server()
+        if self.shadow_dir:
+            self.start_shadow_server()
         self.start_envoy()
         if self.bundle_dir:
             self.wait_bundle_loaded()
@@ -173,6 +186,7 @@ class Stack:
     def stop(self) -> None:
         self.stop_envoy()
         self.stop_bundle_server()
+        self.stop_shadow_server()
         self.stop_jwks_server()
         self.stop_bao()
 
@@ -206,17 +220,27 @@ class Stack:
             time.sleep(0.05)
         return fetches
 
-    # -- bundle server
-    def start_bundle_server(self) -> None:
-        """Serve ``bundle_dir`` as a live policy bundle on a free loopback port (cluster "bundles")."""
-        (port,) = free_ports(1)
-        argv = [sys.executable, str(ENVOY_DIR / "bundle_server.py"), "--dir", str(self.bundle_dir), "--port", str(port)]
-        log = self.path("bundle-server.log")
-        offset = _file_size(log)
-        self._bundle_server = _spawn(argv, log, dict(os.environ))
-        self.extra_clusters["bundles"] = port
-        self._write_state()
-        wait_ready("bundle server", self._bundle_server, [log], [offset], lambda: port_accepts(port))
+    # -- bundle servers
+    def start_bundle_server(self, directory: str | os.PathLike | None = None) -> None:
+        """Serve ``directory`` (default ``bundle_dir``) as the live policy bundle (cluster "bundles")."""
+        self.bundle_dir = Path(directory).resolve() if directory else self.bundle_dir
+        self._start_policy_server(self.bundle_server, self.bundle_dir)
+
+    def start_shadow_server(self, directory: str | os.PathLike | None = None) -> None:
+        """Serve ``directory`` (default ``shadow_dir``) as the shadow policy bundle (cluster "shadows").
+
+        Envoy knows the cluster only if this ran before ``start_envoy``; the
+        port is kept when the server is stopped and started again."""
+        self.shadow_dir = Path(directory).resolve() if directory else self.shadow_dir
+        self._start_policy_server(self.shadow_server, self.shadow_dir)
+
+    def _start_policy_server(self, server: PolicyServer, directory: Path | None) -> None:
+        if directory is None:
+            raise StackError(f"no directory to serve on cluster {server.cluster!r}")
+        try:
+            self.extra_clusters[server.cluster] = server.start(directory)
+        finally:
+            self._write_state()
 
     def counters(self, pattern: str) -> dict[str, int]:
         """Envoy's counters whose name matches ``pattern`` (a regex, as /stats?filter= takes it)."""
@@ -241,14 +265,39 @@ class Stack:
                 raise StackError(f"{what}: not within {timeout}s ({pattern} was {total}); see {self.path('envoy.log')}")
             time.sleep(0.05)
 
-    def wait_bundle_loaded(self, timeout: float = 15.0) -> None:
-        """Until the filter reports a loaded bundle (it denies every request before)."""
-        self.wait_stat("secretgate.bundle.loads", lambda loads: loads > 0, "the filter loaded a bundle", timeout)
+    @property
+    def filter_vms(self) -> int:
+        """How many copies of the filter Envoy runs: one on the main thread and one per worker.
+        Each fetches its bundles on its own schedule and counts its own loads and failures."""
+        return self.concurrency + 1
+
+    def wait_bundle_loaded(self, after: int = 0, timeout: float = 15.0) -> int:
+        """Until every filter VM has loaded a bundle since ``secretgate.bundle.loads`` was ``after``
+        (it denies every request before its first); returns the count."""
+        return self._wait_loaded("bundle", after, timeout)
+
+    def wait_shadow_loaded(self, after: int = 0, timeout: float = 15.0) -> int:
+        """Until every filter VM has loaded a shadow bundle since ``secretgate.shadow.loads`` was
+        ``after``; returns the count. Records of requests before it say ``shadow.absent``."""
+        return self._wait_loaded("shadow", after, timeout)
+
+    def _wait_loaded(self, group: str, after: int, timeout: float) -> int:
+        # The main thread's VM loads too: waiting for the first load alone
+        # would let a request reach a worker that has not loaded yet.
+        wanted = after + self.filter_vms
+        return self.wait_stat(
+            f"secretgate.{group}.loads",
+            lambda loads: loads >= wanted,
+            f"every filter VM loaded a {group} bundle ({wanted} loads)",
+            timeout,
+        )
 
     def stop_bundle_server(self) -> None:
-        if self._bundle_server is not None:
-            stop_process(self._bundle_server.pid, sys.executable, self._bundle_server)
-            self._bundle_server = None
+        self.bundle_server.stop()
+        self._write_state()
+
+    def stop_shadow_server(self) -> None:
+        self.shadow_server.stop()
         self._write_state()
 
     # -- OpenBao
@@ -487,11 +536,8 @@ class Stack:
                 "mtls_ca": str(self.pki.ca_cert) if self.pki else None,
             },
             "keeper": {"pid": self.keeper_pid, "exe": sys.executable},
-            "bundle": {
-                "pid": self._bundle_server.pid if self._bundle_server and self._bundle_server.poll() is None else None,
-                "exe": sys.executable,
-                "dir": str(self.bundle_dir) if self.bundle_dir else None,
-            },
+            "bundle": self.bundle_server.state(),
+            "shadow": self.shadow_server.state(),
             "jwks": {
                 "pid": self.jwks_server.pid,
                 "exe": sys.executable,
@@ -512,7 +558,7 @@ class Stack:
         _write_private(self.state_file, json.dumps(self.state(), indent=2) + "\n")
 
 
-STACK_PROCESSES = ("envoy", "bundle", "jwks", "bao", "keeper")  # stop order
+STACK_PROCESSES = ("envoy", "bundle", "shadow", "jwks", "bao", "keeper")  # stop order
 
 
 def read_state(run_dir: str | os.PathLike) -> dict | None:
@@ -532,7 +578,7 @@ def running_pids(run_dir: str | os.PathLike) -> dict[str, int]:
 
 
 def down(run_dir: str | os.PathLike) -> list[str]:
-    """Stop whatever state.json says is running (Envoy, the bundle and JWKS servers, OpenBao, then the keeper),
+    """Stop whatever state.json says is running (Envoy, the bundle, shadow and JWKS servers, OpenBao, then the keeper),
     by PID. Safe to call twice."""
     state = read_state(run_dir)
     if state is None:
