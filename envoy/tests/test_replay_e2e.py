@@ -247,7 +247,8 @@ def test_a_candidate_reading_a_claim_the_records_lack_says_so_instead_of_guessin
     schema = schema.replace("  sha?: String,\n", "  sha?: String,\n  job_workflow_sha?: String,\n")
     (candidate / "schema.cedarschema").write_text(schema)
     code, summary, stderr = replay("--log", run.log, "--policies", candidate, "--config", run.config)
-    assert code == 0, stderr  # exit 1 means "a decision changed", and none was decided
+    # A gate that decided nothing never passes: exit 2, with the summary still printed.
+    assert code == 2 and "nothing was replayed" in stderr, (code, stderr)
     evaluated = len(with_inputs(run.records))
     assert (summary["replayed"], summary["changed"], summary["not_replayable"]) == (0, 0, len(run.records))
     reason = 'claim "job_workflow_sha" is read by the candidate policies but not recorded'
