@@ -9,10 +9,13 @@
 //! is a [`PolicyVerdict`]. A record lacking an input the candidate policies
 //! read is not replayable, never guessed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::audit::parse_rfc3339;
@@ -27,19 +30,83 @@ use crate::verdict::PolicyVerdict;
 /// How many examples a group of changes keeps for the summary.
 const EXAMPLES_PER_GROUP: usize = 3;
 
-/// The audit record in one log line: the line itself, or the `audit` field
-/// of a JSON access-log line (a string, as the shipped format writes it, or
-/// an object). `None` for anything else.
-pub fn record_of_line(line: &str) -> Option<Value> {
-    let value: Value = serde_json::from_str(line.trim()).ok()?;
-    let record = match value.get("audit") {
-        Some(Value::String(text)) => serde_json::from_str(text).ok()?,
-        Some(object @ Value::Object(_)) => object.clone(),
-        _ => value,
-    };
-    let looks_like_record =
-        record.get("decision").is_some_and(Value::is_string) && record.get("request_id").is_some();
-    looks_like_record.then_some(record)
+/// The audit record's JSON text in one log line: the line itself, or the
+/// `audit` field of a JSON access-log line (a string, as the shipped format
+/// writes it, or an object). `None` for anything else.
+pub fn record_text(line: &str) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct AccessLine<'a> {
+        #[serde(default, borrow)]
+        audit: Option<&'a RawValue>,
+    }
+    let line = line.trim();
+    let outer: AccessLine<'_> = serde_json::from_str(line).ok()?;
+    match outer.audit.map(RawValue::get) {
+        None => Some(Cow::Borrowed(line)),
+        Some(raw) if raw.starts_with('"') => {
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        }
+        Some(raw) if raw.starts_with('{') => Some(Cow::Borrowed(raw)),
+        Some(_) => None,
+    }
+}
+
+/// The fields of an audit record that replay reads. Everything else (the
+/// bodies above all) is skipped unparsed, which keeps a replay fast.
+#[derive(Debug, Deserialize)]
+pub struct RecordFields<'a> {
+    #[serde(borrow)]
+    pub decision: Cow<'a, str>,
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub principal: Option<PrincipalFields<'a>>,
+    #[serde(default, borrow)]
+    pub method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub time: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub action: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub resource: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub errors: Vec<IgnoredAny>,
+    #[serde(default)]
+    pub approval: Option<IgnoredAny>,
+    #[serde(default, borrow)]
+    pub inputs: Option<InputFields<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PrincipalFields<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+}
+
+/// A record's `inputs` (README: Audit).
+#[derive(Debug, Deserialize)]
+pub struct InputFields<'a> {
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+    #[serde(default, borrow)]
+    pub source_ip: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub recent_reads: Option<i64>,
+    #[serde(default, borrow)]
+    pub namespace_header: Option<Cow<'a, str>>,
+}
+
+impl<'a> RecordFields<'a> {
+    /// The record in `text`, if it is one.
+    pub fn parse(text: &'a str) -> Option<RecordFields<'a>> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// A decision as replay compares them: a policy verdict, or a refusal
@@ -93,33 +160,17 @@ fn not_replayable<T>(reason: impl Into<String>) -> Result<T, NotReplayable> {
     Err(NotReplayable(reason.into()))
 }
 
-fn text_field<'a>(record: &'a Value, name: &str) -> Result<&'a str, NotReplayable> {
-    match record.get(name).and_then(Value::as_str) {
+fn required<'r>(field: &'r Option<Cow<'_, str>>, name: &str) -> Result<&'r str, NotReplayable> {
+    match field {
         Some(text) => Ok(text),
         None => not_replayable(format!("malformed record: no {name}")),
     }
 }
 
-fn string_list(record: &Value, name: &str) -> Vec<String> {
-    record
-        .get(name)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.as_str().map(str::to_owned))
-        .collect()
-}
-
 /// The policy verdict a record shows, if its decision was one.
-fn recorded_verdict(record: &Value) -> Result<PolicyVerdict, NotReplayable> {
-    let decision = text_field(record, "decision")?;
-    let had_errors = record
-        .get("errors")
-        .and_then(Value::as_array)
-        .is_some_and(|errors| !errors.is_empty());
-    let approved = record.get("approval").is_some_and(Value::is_object);
-    Ok(match decision {
-        "allow" if approved => PolicyVerdict::Approval,
+fn recorded_verdict(record: &RecordFields<'_>) -> Result<PolicyVerdict, NotReplayable> {
+    Ok(match record.decision.as_ref() {
+        "allow" if record.approval.is_some() => PolicyVerdict::Approval,
         "allow" => PolicyVerdict::Allow,
         "deny" => PolicyVerdict::Deny,
         "error" => PolicyVerdict::Error,
@@ -128,7 +179,7 @@ fn recorded_verdict(record: &Value) -> Result<PolicyVerdict, NotReplayable> {
         }
         // A caller without identity hears "missing client identity" whatever
         // the policies said; the record keeps what they said.
-        "unauthenticated" if had_errors => PolicyVerdict::Error,
+        "unauthenticated" if !record.errors.is_empty() => PolicyVerdict::Error,
         "unauthenticated" => PolicyVerdict::Deny,
         other => {
             return not_replayable(format!(
@@ -159,71 +210,47 @@ impl<'a> Replayer<'a> {
         })
     }
 
-    pub fn replay(&self, record: &Value) -> Result<Replayed, NotReplayable> {
-        let Some(inputs) = record.get("inputs").and_then(Value::as_object) else {
-            let decision = record
-                .get("decision")
-                .and_then(Value::as_str)
-                .unwrap_or("?");
+    pub fn replay(&self, record: &RecordFields<'_>) -> Result<Replayed, NotReplayable> {
+        let Some(inputs) = &record.inputs else {
             return not_replayable(format!(
-                "no decision inputs: the request was refused before policy evaluation ({decision}), or the record predates inputs"
+                "no decision inputs: the request was refused before policy evaluation ({}), or the record predates inputs",
+                record.decision
             ));
         };
         let before = recorded_verdict(record)?;
-        let request_id = text_field(record, "request_id")?.to_owned();
-        let Some(recorded_principal) = record.get("principal").filter(|p| p.is_object()) else {
+        let Some(recorded_principal) = &record.principal else {
             return not_replayable("malformed record: no principal");
         };
-        let principal_type = text_field(recorded_principal, "type")?;
-        let principal_id = text_field(recorded_principal, "id")?;
-        let method = text_field(record, "method")?;
-        let path = text_field(record, "path")?;
+        let (principal_type, principal_id) = (&recorded_principal.kind, &recorded_principal.id);
+        let method = required(&record.method, "method")?;
+        let path = required(&record.path, "path")?;
         if path.len() + 3 >= MAX_LOGGED_PATH {
             return not_replayable("the path was cut in the record");
         }
-        let time = text_field(record, "time")?;
+        let time = required(&record.time, "time")?;
         let Some(now_secs) = parse_rfc3339(time) else {
             return not_replayable(format!("malformed record: time {time:?}"));
         };
-        let Some(source_ip) = inputs.get("source_ip").and_then(Value::as_str) else {
-            return not_replayable("malformed record: no inputs.source_ip");
-        };
-        let namespace_header = inputs.get("namespace_header").and_then(Value::as_str);
-        let recorded_claims = match inputs.get("claims") {
-            Some(Value::Object(claims)) => claims.clone(),
-            _ => Map::new(),
-        };
-        let recent_reads =
-            match inputs.get("recent_reads") {
-                Some(value) => Some(value.as_i64().ok_or_else(|| {
-                    NotReplayable("malformed record: inputs.recent_reads".into())
-                })?),
-                None => None,
-            };
+        let source_ip = required(&inputs.source_ip, "inputs.source_ip")?;
+        let namespace_header = inputs.namespace_header.as_deref();
+        let recorded_claims = &inputs.claims;
+        let recent_reads = inputs.recent_reads;
         let display_principal = format!("{principal_type}::{principal_id:?}");
         let replayed =
             |after: Decision, action: String, resource: String, after_policies| Replayed {
-                request_id: request_id.clone(),
+                request_id: record.request_id.clone().into_owned(),
                 principal: display_principal.clone(),
                 action,
                 resource,
                 before: Decision::Policy(before),
                 after,
-                before_policies: string_list(record, "policies"),
+                before_policies: record.policies.clone(),
                 after_policies,
             };
-        let recorded_action = record
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let recorded_resource = record
-            .get("resource")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let recorded_action = record.action.as_deref().unwrap_or("").to_owned();
+        let recorded_resource = record.resource.as_deref().unwrap_or("").to_owned();
 
-        let anonymous = principal_type == ANONYMOUS_TYPE;
+        let anonymous = principal_type.as_ref() == ANONYMOUS_TYPE;
         let refused = |outcome: &'static str| {
             Decision::Refused(if anonymous {
                 "unauthenticated"
@@ -250,7 +277,7 @@ impl<'a> Replayer<'a> {
                     ));
                 }
             }
-            let Ok(claims) = shape.from_json(&recorded_claims) else {
+            let Ok(claims) = shape.from_json(recorded_claims) else {
                 // The filter answers 401 to a claim that does not decode as
                 // its schema type.
                 return Ok(replayed(
@@ -262,7 +289,7 @@ impl<'a> Replayer<'a> {
             };
             Principal {
                 entity_type: self.config.identity.principal_type.clone(),
-                id: principal_id.to_owned(),
+                id: principal_id.clone().into_owned(),
                 claims,
             }
         };
@@ -360,7 +387,11 @@ pub struct Summary {
 impl Summary {
     /// Takes one log line.
     pub fn add_line(&mut self, replayer: &Replayer<'_>, line: &str) {
-        let Some(record) = record_of_line(line) else {
+        let Some(text) = record_text(line) else {
+            self.lines_skipped += 1;
+            return;
+        };
+        let Some(record) = RecordFields::parse(&text) else {
             self.lines_skipped += 1;
             return;
         };

@@ -6,7 +6,7 @@ use secretgate::bundle::Bundle;
 use secretgate::config::Config;
 use secretgate::gate::RequestFacts;
 use secretgate::pairs;
-use secretgate::replay::{record_of_line, Decision, Replayer, Summary};
+use secretgate::replay::{record_text, Decision, RecordFields, Replayer, Summary};
 use secretgate::verdict::PolicyVerdict;
 use serde_json::{json, Value};
 
@@ -279,7 +279,7 @@ fn the_same_policies_reproduce_every_recorded_decision() {
     // The mix covers every verdict the demo set gives.
     let verdicts: Vec<&str> = lines
         .iter()
-        .filter_map(|line| record_of_line(line))
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .map(|r| r["decision"].as_str().unwrap().to_owned())
         .map(|d| {
             if d == "allow" {
@@ -417,8 +417,8 @@ fn a_record_lacking_an_input_the_candidate_reads_is_not_guessed() {
 
     // A path cut at 2 KiB cannot be classified again.
     let long = format!("/v1/secret/data/ci/acme/api/{}", "a".repeat(3000));
-    let cut = record_of_line(&traffic_one(&live, &long)).unwrap();
-    let summary = replay_lines(&candidate(claimless), &[cut.to_string()]);
+    let cut = traffic_one(&live, &long);
+    let summary = replay_lines(&candidate(claimless), &[cut]);
     assert_eq!(
         summary.not_replayable.keys().next().map(String::as_str),
         Some("the path was cut in the record")
@@ -445,8 +445,9 @@ fn a_changed_mount_table_is_a_changed_decision() {
     assert_eq!(summary.changes.len(), 1);
     assert_eq!(summary.changes[0].after, "bad_request");
     let replayer = Replayer::new(&candidate).unwrap();
+    let text = record_text(&lines[0]).unwrap();
     let replayed = replayer
-        .replay(&record_of_line(&lines[0]).unwrap())
+        .replay(&RecordFields::parse(&text).unwrap())
         .unwrap();
     assert_eq!(replayed.before, Decision::Policy(PolicyVerdict::Allow));
 }
