@@ -505,3 +505,30 @@ fn explain_decides_as_the_filter_decides() {
     }
     assert!(allowed >= 2 && allowed < cases.len(), "{allowed}");
 }
+
+/// `--time` is read by `audit::parse_rfc3339`, shared with replay: the
+/// cases an operator types that its own tests do not spell out.
+#[test]
+fn the_time_flag_reads_offsets_and_leap_years() {
+    use secretgate::audit::parse_rfc3339;
+    let noon = parse_rfc3339("2024-06-01T12:00:00Z").expect("valid");
+    assert_eq!(
+        parse_rfc3339("2024-06-01T12:00:00-05:30"),
+        Some(noon + 5 * 3600 + 30 * 60)
+    );
+    assert_eq!(parse_rfc3339("2024-06-01T12:00:00+00:00"), Some(noon));
+    assert_eq!(parse_rfc3339("2024-06-01t12:00:00.999z"), Some(noon));
+    // An offset can move the instant across a year boundary.
+    assert_eq!(
+        parse_rfc3339("2000-01-01T00:30:00+01:00"),
+        parse_rfc3339("1999-12-31T23:30:00Z")
+    );
+    // 2000 is a leap year; 1900 and 2100 are not.
+    assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+    assert_eq!(parse_rfc3339("1900-02-29T00:00:00Z"), None);
+    assert_eq!(parse_rfc3339("2100-02-29T00:00:00Z"), None);
+    assert_eq!(
+        parse_rfc3339("2024-03-01T00:00:00Z").zip(parse_rfc3339("2024-02-28T00:00:00Z")),
+        Some((1_709_251_200, 1_709_078_400))
+    );
+}
