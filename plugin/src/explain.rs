@@ -150,7 +150,6 @@ pub fn principal(
         return Ok(Principal::anonymous());
     };
     let shape = engine.claims_shape();
-    let id_bytes = [id.as_bytes()];
     if identity.source == IdentitySource::Mtls {
         if claims.is_some() {
             return Err(
@@ -174,7 +173,7 @@ pub fn principal(
         ..identity.clone()
     };
     let evidence = IdentityEvidence {
-        header_values: id_bytes.to_vec(),
+        header_values: vec![id.as_bytes()],
         ..IdentityEvidence::default()
     };
     let mut principal = as_header

@@ -532,3 +532,76 @@ fn the_time_flag_reads_offsets_and_leap_years() {
         Some((1_709_251_200, 1_709_078_400))
     );
 }
+
+#[test]
+fn an_approval_permit_makes_the_verdict_approval() {
+    let policies = r#"
+        @id("sre-approves-prod") @approval("sre")
+        permit (principal in Group::"ops", action == Action::"read", resource in Path::"secret/prod");
+    "#;
+    let config = json!({
+        "schema": SCHEMA,
+        "policies": policies,
+        "entities": entities(),
+        "mounts": {"secret": "kv-v2"},
+        "identity": {"source": "header"},
+        "approval": {"cluster": "approver", "authority": "approver.local"},
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let explanation = explained(
+        &config,
+        &request("GET", "/v1/secret/data/prod/db", Some("op"), None),
+    );
+    let evaluated = explanation.evaluated.as_ref().expect("evaluated");
+    assert_eq!(evaluated.verdict, PolicyVerdict::Approval);
+    assert_eq!(
+        evaluated.approval_policy.as_deref(),
+        Some("sre-approves-prod")
+    );
+    assert!(explanation
+        .to_text()
+        .contains("approval: sre-approves-prod requires a person's approval\n"));
+}
+
+#[test]
+fn an_mtls_principal_is_checked_and_gets_its_claims_from_the_spiffe_id() {
+    let schema = SCHEMA.replacen(
+        "  iss?: String,",
+        "  iss?: String,\n  trust_domain?: String,",
+        1,
+    );
+    assert_ne!(schema, SCHEMA);
+    let config = json!({
+        "schema": schema,
+        "policies": POLICIES,
+        "entities": entities(),
+        "mounts": {"secret": "kv-v2"},
+        "identity": {"source": "mtls"},
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let spiffe = "spiffe://acme.test/ci/api";
+    let explanation = explained(
+        &config,
+        &request("GET", "/v1/secret/data/x", Some(spiffe), None),
+    );
+    assert_eq!(
+        explanation.principal.claims,
+        claims(json!({"trust_domain": "acme.test"}))
+    );
+    // The filter answers 401 to a peer whose URI SAN is not a SPIFFE ID.
+    let refused = explain(
+        &config,
+        &request("GET", "/v1/secret/data/x", Some("job"), None),
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    // Claims come from the certificate, not the command line.
+    let given = claims(json!({"trust_domain": "other"}));
+    let refused = explain(
+        &config,
+        &request("GET", "/v1/secret/data/x", Some(spiffe), Some(&given)),
+    );
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("SPIFFE")),
+        "{refused:?}"
+    );
+}
