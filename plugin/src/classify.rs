@@ -239,6 +239,8 @@ pub struct Classification {
     /// Canonical namespace ("" for the root namespace), however the request
     /// spelled it: header, path prefix, or split between the two.
     pub namespace: String,
+    /// The mount's path inside the namespace (`secret`, `auth/jwt`, `sys`).
+    pub mount: String,
     /// The mount's type.
     pub mount_type: Option<MountType>,
     /// OpenBao runs it as a LIST (or SCAN): its answer names children,
@@ -479,6 +481,7 @@ impl MountTable {
             resource,
             canonical_target,
             namespace: full[..mounted.namespace_len].join("/"),
+            mount: full[mounted.namespace_len..mounted.mount_len].join("/"),
             mount_type: Some(mounted.mount_type),
             listing: operation == Operation::List,
         })

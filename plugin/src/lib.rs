@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod claims;
 pub mod classify;
 pub mod config;
+pub mod explain;
 pub mod gate;
 pub mod identity;
 mod masking;

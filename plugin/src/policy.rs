@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    EvalResult, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
@@ -89,6 +89,44 @@ impl Evaluation {
             errors: vec![error],
         }
     }
+}
+
+/// How one policy whose scope (principal, action, resource) matches a
+/// request fares on it: what `secretgate explain` reports besides the
+/// decision (see [`PolicyEngine::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyCheck {
+    pub id: String,
+    /// A permit, or else a forbid.
+    pub permit: bool,
+    /// The filter evaluates it for this request. False only for a permit
+    /// that does not name `Unauthenticated`, when the caller has no identity.
+    pub evaluated: bool,
+    /// The policy evaluated alone, conditions included, over the request
+    /// and entities the filter evaluates.
+    pub alone: Evaluation,
+}
+
+/// One request as the filter evaluates it, in plain data: the decision and
+/// everything that went into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationTrace {
+    /// Exactly what [`PolicyEngine::evaluate`] decides.
+    pub evaluation: Evaluation,
+    /// The Cedar context as built, in Cedar's JSON form (`__extn` for the
+    /// source address), or why it could not be built.
+    pub context: Result<Value, String>,
+    /// What the path templates capture for the resource.
+    pub captures: Vec<Capture>,
+    /// The resource and its `Path` folders (nearest first), each with the
+    /// names of the captures it carries as attributes.
+    pub attributed: Vec<(ResourceRef, Vec<String>)>,
+    /// The caller has no identity and the schema does not accept
+    /// `Unauthenticated` for the action: denied without evaluating anything.
+    pub anonymous_refused: bool,
+    /// Every policy of the set whose scope matches the request (empty when
+    /// the request could not be evaluated at all).
+    pub policies: Vec<PolicyCheck>,
 }
 
 /// The policy set split by resource scope (see the module documentation).
@@ -644,6 +682,103 @@ impl PolicyEngine {
         self.authorize(&cedar_request, &scope.policies, &scope.entities)
     }
 
+    /// The evaluation of one request, explained: the decision
+    /// [`evaluate`](Self::evaluate) makes, the context and entities it is
+    /// made over, and for every policy of the set whose scope matches the
+    /// request how it fared alone. Scope is decided by Cedar itself: a
+    /// policy matches when Cedar satisfies a copy of it without conditions.
+    /// For the operator tools; it costs a Cedar call per policy.
+    pub fn explain(&self, request: &AccessRequest<'_>) -> EvaluationTrace {
+        let evaluation = self.evaluate(request);
+        let captures = self.templates.captures(request.resource);
+        let folders = request.resource.ancestors().map(|id| ResourceRef {
+            kind: ResourceKind::Path,
+            id: id.to_owned(),
+        });
+        let attributed = std::iter::once(request.resource.clone())
+            .chain(folders)
+            .filter_map(|entity| {
+                let names: Vec<String> = self
+                    .templates
+                    .attributes_of(&captures, &entity.id)
+                    .map(|capture| capture.name.clone())
+                    .collect();
+                (!names.is_empty()).then_some((entity, names))
+            })
+            .collect();
+        let anonymous_refused = request.principal.is_anonymous()
+            && !self
+                .anonymous
+                .as_ref()
+                .is_some_and(|scope| scope.actions.contains(&request.action));
+        let mut trace = EvaluationTrace {
+            evaluation,
+            context: Err(String::new()),
+            captures,
+            attributed,
+            anonymous_refused,
+            policies: Vec::new(),
+        };
+        let cedar_request = match self.cedar_request(request) {
+            Ok(built) => built,
+            Err(e) => {
+                trace.context = Err(e);
+                return trace;
+            }
+        };
+        trace.context = cedar_request
+            .context()
+            .map(context_json)
+            .ok_or_else(|| "no context".to_owned());
+        if anonymous_refused {
+            return trace;
+        }
+        // A scope that cannot be built failed the evaluation too: the
+        // error is in `evaluation.errors`.
+        let Ok(scope) = self.scope(request) else {
+            return trace;
+        };
+        for policy in self.policies.policies() {
+            let id = policy.id().to_string();
+            let alone = match without_conditions(policy) {
+                Some(bare) => {
+                    let scope_matches = self
+                        .authorize_alone(&cedar_request, bare, &scope.entities)
+                        .policies
+                        .contains(&id);
+                    if !scope_matches {
+                        continue;
+                    }
+                    self.authorize_alone(&cedar_request, policy.clone(), &scope.entities)
+                }
+                // Never for a policy Cedar parsed; listed rather than hidden.
+                None => Evaluation::failed(
+                    "cannot separate the policy's scope from its conditions".into(),
+                ),
+            };
+            trace.policies.push(PolicyCheck {
+                permit: policy.effect() == Effect::Permit,
+                evaluated: scope.policies.policy(policy.id()).is_some(),
+                alone,
+                id,
+            });
+        }
+        trace
+    }
+
+    /// Cedar over one policy alone.
+    fn authorize_alone(
+        &self,
+        request: &Request,
+        policy: Policy,
+        entities: &Entities,
+    ) -> Evaluation {
+        match PolicySet::from_policies([policy]) {
+            Ok(set) => self.authorize(request, &set, entities),
+            Err(e) => Evaluation::failed(format!("policies: {e}")),
+        }
+    }
+
     /// Cedar's decision: deny if any forbid is satisfied (the forbids are
     /// the reason), else allow if any permit is (the permits are), else
     /// deny with no reason; any error denies.
@@ -670,6 +805,61 @@ fn sorted_text<T: ToString>(items: impl Iterator<Item = T>) -> Vec<String> {
     let mut texts: Vec<String> = items.map(|item| item.to_string()).collect();
     texts.sort();
     texts
+}
+
+/// A copy of a policy with its `when`/`unless` conditions removed: its
+/// scope alone. `None` if Cedar cannot rebuild it.
+fn without_conditions(policy: &Policy) -> Option<Policy> {
+    let mut json = policy.to_json().ok()?;
+    json.as_object_mut()?
+        .insert("conditions".into(), Value::Array(Vec::new()));
+    Policy::from_json(Some(policy.id().clone()), json).ok()
+}
+
+/// A request context in Cedar's JSON form.
+fn context_json(context: &Context) -> Value {
+    let names: Vec<String> = context.clone().into_iter().map(|(name, _)| name).collect();
+    let fields = names
+        .into_iter()
+        .filter_map(|name| {
+            let value = context.get(&name)?;
+            Some((name, cedar_value_json(&value)))
+        })
+        .collect();
+    Value::Object(fields)
+}
+
+/// A Cedar value in Cedar's JSON form: `__entity` and `__extn` escapes for
+/// entities and extension values (`ip("10.0.0.1")` becomes
+/// `{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}`).
+fn cedar_value_json(value: &EvalResult) -> Value {
+    match value {
+        EvalResult::Bool(b) => json!(b),
+        EvalResult::Long(n) => json!(n),
+        EvalResult::String(s) => json!(s),
+        EvalResult::EntityUid(entity) => json!({"__entity": {
+            "type": entity.type_name().to_string(),
+            "id": entity.id().unescaped(),
+        }}),
+        EvalResult::Set(items) => Value::Array(items.iter().map(cedar_value_json).collect()),
+        EvalResult::Record(record) => Value::Object(
+            record
+                .iter()
+                .map(|(name, value)| (name.clone(), cedar_value_json(value)))
+                .collect(),
+        ),
+        EvalResult::ExtensionValue(text) => {
+            let call = text
+                .strip_suffix("\")")
+                .and_then(|call| call.split_once("(\""));
+            match call {
+                Some((function, arg)) if !arg.contains(['"', '\\']) => {
+                    json!({"__extn": {"fn": function, "arg": arg}})
+                }
+                _ => json!({ "__extn": text }),
+            }
+        }
+    }
 }
 
 /// The request context as Cedar values: the same record the JSON form

@@ -8,6 +8,8 @@
 //!   configuration's mount table with the store's (see `check_mounts`).
 //! - `secretgate replay --log FILE (--policies DIR | --bundle FILE)`: decides
 //!   recorded requests again under candidate policies (see `replay`).
+//! - `secretgate explain ...`: why a policy set decides one request as it
+//!   does (see `explain`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ use secretgate::audit::{AuditConfig, RawAuditConfig};
 mod candidate;
 #[path = "secretgate/check_mounts.rs"]
 mod check_mounts;
+#[path = "secretgate/explain.rs"]
+mod explain;
 #[path = "secretgate/replay.rs"]
 mod replay;
 
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check-mounts") => check_mounts::main(&args[1..]),
         Some("replay") => replay::main(&args[1..]),
+        Some("explain") => explain::main(&args[1..]),
         Some("hmac") => match hmac(&args) {
             Ok(digest) => {
                 println!("{digest}");
@@ -84,7 +89,12 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("{USAGE}\n{}\n{}", check_mounts::USAGE, replay::USAGE);
+            eprintln!(
+                "{USAGE}\n{}\n{}\n{}",
+                check_mounts::USAGE,
+                replay::USAGE,
+                explain::USAGE
+            );
             ExitCode::from(2)
         }
     }
