@@ -57,7 +57,6 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         Ok(value)
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table.lock().map(|t| t.len()).unwrap_or(0)
     }

@@ -51,9 +51,61 @@ use crate::templates::{Capture, TemplateTable};
 /// keeps: a few hundred KiB at most.
 const MEMO_CAPACITY: usize = 1024;
 
+/// How many whole decisions a loaded configuration keeps (each a few
+/// hundred bytes); the memo empties itself when full.
+const DECISION_MEMO_CAPACITY: usize = 4096;
+
 /// What a request's [`Scope`] is a function of: whether the principal is
 /// anonymous, principal id, action, resource.
 type ScopeKey = (bool, String, Action, ResourceKind, String);
+
+fn scope_key(request: &AccessRequest<'_>) -> ScopeKey {
+    (
+        request.principal.is_anonymous(),
+        request.principal.id.clone(),
+        request.action,
+        request.resource.kind,
+        request.resource.id.clone(),
+    )
+}
+
+/// The key of a whole decision: everything it is a function of. Cedar
+/// decides over the principal, action and resource (with the entities,
+/// fixed per loaded configuration), and the context; of the context, only
+/// the attributes `reads` names can change what the scope's policies do
+/// (`now` and `recent_reads` never get here, see [`Scope`]). Request
+/// validation depends on the context's shape, so [`request_shape`] is part
+/// of the key too. Every part is length-prefixed, so no value can imitate
+/// another's.
+fn decision_key(request: &AccessRequest<'_>, reads: &ContextReads, omit: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(128);
+    let mut part = |label: &str, value: &str| {
+        if omit != Some(label) {
+            let _ = write!(key, "{}:{label}={};", value.len(), value);
+        }
+    };
+    let (anonymous, principal, action, kind, resource) = scope_key(request);
+    part("principal", &format!("{}{principal}", u8::from(anonymous)));
+    part("action", action.as_str());
+    part("resource", &format!("{}{resource}", kind.type_name()));
+    part("shape", &request_shape(request));
+    for (attribute, value) in [
+        ("method", request.method),
+        ("source_ip", request.source_ip),
+        ("namespace", request.namespace),
+    ] {
+        if reads.reads_attribute(attribute) {
+            part(attribute, value);
+        }
+    }
+    for (name, value) in &request.principal.claims {
+        if reads.reads_claim(name) {
+            part(&format!("claims.{name}"), &value.to_string());
+        }
+    }
+    key
+}
 
 /// Everything about the request that policies can see.
 #[derive(Debug, Clone)]
@@ -185,6 +237,11 @@ impl ScopeIndex {
 struct Scope {
     entities: Entities,
     policies: PolicySet,
+    /// What the scope's policies read of the context, when a decision over
+    /// the scope is a function of exactly that (see [`decision_key`]);
+    /// `None` when they read `now`, `recent_reads` or the whole context,
+    /// which change from request to request: those are evaluated every time.
+    memo_reads: Option<ContextReads>,
 }
 
 /// How requests without identity (`Unauthenticated::"anonymous"`) are
@@ -232,6 +289,11 @@ pub struct PolicyEngine {
     /// The schema declares `context.recent_reads`: the filter counts reads.
     recent_reads: bool,
     scopes: Memo<ScopeKey, Arc<Scope>>,
+    /// Whole outcomes by [`decision_key`].
+    decisions: Memo<String, Evaluation>,
+    /// Test hook: an attribute [`decision_key`] leaves out, so the
+    /// differential test can show it would catch the omission.
+    memo_key_omits: Option<&'static str>,
     source_ips: Memo<String, RestrictedExpression>,
     /// Request shapes (see [`request_shape`]) Cedar has validated against
     /// the schema; `None` when the schema has enumerated entity types, whose
@@ -361,6 +423,8 @@ impl PolicyEngine {
             templates: templates.clone(),
             recent_reads: false,
             scopes: Memo::new(MEMO_CAPACITY),
+            decisions: Memo::new(DECISION_MEMO_CAPACITY),
+            memo_key_omits: None,
             source_ips: Memo::new(MEMO_CAPACITY),
             valid_shapes: (!declares_enumerated_types(&schema_json))
                 .then(|| Memo::new(MEMO_CAPACITY)),
@@ -430,6 +494,20 @@ impl PolicyEngine {
     /// What the policies read of the request context (see [`ContextReads`]).
     pub fn context_reads(&self) -> Result<ContextReads, String> {
         ContextReads::of(self.policies.policies())
+    }
+
+    /// Test hook: make [`decision_key`] leave `attribute` out (`method`,
+    /// `source_ip`, `namespace`, `shape`, `claims.<name>`). Only the
+    /// differential test calls it, to prove it would catch the omission.
+    #[doc(hidden)]
+    pub fn omit_from_decision_key(&mut self, attribute: &'static str) {
+        self.memo_key_omits = Some(attribute);
+    }
+
+    /// How many whole decisions the memo holds.
+    #[doc(hidden)]
+    pub fn memoised_decisions(&self) -> usize {
+        self.decisions.len()
     }
 
     pub fn policy_count(&self) -> usize {
@@ -643,12 +721,30 @@ impl PolicyEngine {
             &self.index
         };
         let policies = index.union_for(&resource, &entities)?;
-        Ok(Arc::new(Scope { entities, policies }))
+        let memo_reads = ContextReads::of(policies.policies()).ok().filter(|reads| {
+            !reads.whole_context
+                && !reads.reads_attribute("now")
+                && !reads.reads_attribute("recent_reads")
+        });
+        Ok(Arc::new(Scope {
+            entities,
+            policies,
+            memo_reads,
+        }))
     }
 
     pub fn evaluate(&self, request: &AccessRequest<'_>) -> Evaluation {
-        let anonymous = request.principal.is_anonymous();
-        if anonymous
+        self.evaluate_with(request, true)
+    }
+
+    /// [`PolicyEngine::evaluate`] without the decision memo: what the memo
+    /// must agree with (the differential test compares the two).
+    pub fn evaluate_every_time(&self, request: &AccessRequest<'_>) -> Evaluation {
+        self.evaluate_with(request, false)
+    }
+
+    fn evaluate_with(&self, request: &AccessRequest<'_>, memo: bool) -> Evaluation {
+        if request.principal.is_anonymous()
             && !self
                 .anonymous
                 .as_ref()
@@ -662,18 +758,41 @@ impl PolicyEngine {
                 errors: Vec::new(),
             };
         }
+        if memo {
+            if let Some(evaluation) = self.memoised(request) {
+                return evaluation;
+            }
+        }
+        self.evaluate_now(request)
+    }
+
+    /// The decision memo: the whole outcome of a request whose scope reads
+    /// only attributes that [`decision_key`] names, kept under that key.
+    /// `None` when the request cannot use it; the caller then evaluates.
+    fn memoised(&self, request: &AccessRequest<'_>) -> Option<Evaluation> {
+        let scope = self
+            .scopes
+            .get_or_try_insert(scope_key(request), || self.scope(request))
+            .ok()?;
+        let reads = scope.memo_reads.as_ref()?;
+        let key = decision_key(request, reads, self.memo_key_omits);
+        Some(
+            self.decisions
+                .get_or_insert(key, || self.evaluate_now(request)),
+        )
+    }
+
+    /// One evaluation by Cedar: the request, its scope's entities and
+    /// policies (the scope itself memoised).
+    fn evaluate_now(&self, request: &AccessRequest<'_>) -> Evaluation {
         let cedar_request = match self.cedar_request(request) {
             Ok(r) => r,
             Err(e) => return Evaluation::failed(e),
         };
-        let key = (
-            anonymous,
-            request.principal.id.clone(),
-            request.action,
-            request.resource.kind,
-            request.resource.id.clone(),
-        );
-        let scope = match self.scopes.get_or_try_insert(key, || self.scope(request)) {
+        let scope = match self
+            .scopes
+            .get_or_try_insert(scope_key(request), || self.scope(request))
+        {
             Ok(scope) => scope,
             Err(e) => return Evaluation::failed(e),
         };
