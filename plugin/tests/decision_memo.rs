@@ -79,8 +79,8 @@ impl Generator {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
     }
 }
 
@@ -141,16 +141,16 @@ fn generate(seed: u64) -> Vec<Generated> {
                 if let Some(value) = g.pick(values) {
                     let value = match value.parse::<i64>() {
                         Ok(number) if name == "iat" => Value::from(number),
-                        _ => Value::from(*value),
+                        _ => Value::from(value),
                     };
                     claims.insert(name.to_owned(), value);
                 }
             }
-            let (action, kind, id) = *g.pick(&resources);
+            let (action, kind, id) = g.pick(&resources);
             Generated {
                 principal: Principal {
                     entity_type: "Workload".into(),
-                    id: (*g.pick(&principals)).to_owned(),
+                    id: g.pick(&principals).to_owned(),
                     claims,
                 },
                 action,
@@ -158,10 +158,10 @@ fn generate(seed: u64) -> Vec<Generated> {
                     kind,
                     id: id.to_owned(),
                 },
-                method: *g.pick(&["GET", "POST", "LIST"]),
-                source_ip: *g.pick(&["10.1.2.3", "10.200.0.9", "127.0.0.1", "192.168.1.7"]),
-                now_secs: *g.pick(&[1_700_000_000, 1_900_000_000]),
-                namespace: *g.pick(&["", "team"]),
+                method: g.pick(&["GET", "POST", "LIST"]),
+                source_ip: g.pick(&["10.1.2.3", "10.200.0.9", "127.0.0.1", "192.168.1.7"]),
+                now_secs: g.pick(&[1_700_000_000, 1_900_000_000]),
+                namespace: g.pick(&["", "team"]),
             }
         })
         .collect()
