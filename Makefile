@@ -6,12 +6,12 @@
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
 
-.PHONY: demo test setup lint unit e2e fuzz
+.PHONY: demo test setup lint unit benches e2e fuzz
 
 demo:
 	bash envoy/demo.sh
 
-test: setup lint unit e2e
+test: setup lint unit benches e2e
 
 setup:
 	bash envoy/setup.sh
@@ -23,6 +23,10 @@ lint:
 
 unit: setup
 	cargo test --workspace
+
+# The benchmarks must keep building (they are run by hand: benches/README.md).
+benches: setup
+	cargo bench -p secretgate-benches --no-run
 
 e2e: setup
 	cargo test --workspace --no-run -q

@@ -217,6 +217,9 @@ pub struct HostState {
     /// work, as Envoy's may (`proxy_set_property`, `proxy_get_header_map_pairs`).
     pub failing: HashMap<String, i32>,
 
+    /// How often the filter called each `env` host function (a Cell, since
+    /// host functions see the state through a shared borrow first).
+    pub host_calls: std::cell::RefCell<BTreeMap<String, u64>>,
     pub logs: Vec<LogLine>,
     pub stdio: Vec<u8>,
     pub filter_state: BTreeMap<String, Vec<u8>>,
@@ -387,7 +390,15 @@ fn injected_failure(caller: &Caller<'_, HostState>, name: &str) -> Option<i32> {
     caller.data().failing.get(name).copied()
 }
 
+/// Every `env` host function starts here: it counts the call (the budget
+/// test reads `host_calls`), and fails it if the test disabled it.
 fn check_enabled(caller: &Caller<'_, HostState>, name: &str) -> Result<()> {
+    *caller
+        .data()
+        .host_calls
+        .borrow_mut()
+        .entry(name.to_owned())
+        .or_default() += 1;
     if caller.data().disabled.contains(name) {
         bail!("unimplemented host function {ENV}::{name} called by the filter");
     }

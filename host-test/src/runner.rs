@@ -1,7 +1,7 @@
 //! Drives one scenario through the filter (Envoy's call order) and checks
 //! its expectations.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -265,6 +265,7 @@ fn next_request(vm: &mut Vm, request_headers: &[(Vec<u8>, Vec<u8>)], request_bod
     state.events.clear();
     state.filter_state.clear();
     state.http_calls.clear();
+    state.host_calls.borrow_mut().clear();
 }
 
 /// A configured filter instance serving many requests, as one Envoy worker
@@ -291,6 +292,11 @@ impl Session {
             request_headers,
             request_body,
         })
+    }
+
+    /// The `env` host functions the last request called, and how often.
+    pub fn host_calls(&self) -> BTreeMap<String, u64> {
+        self.vm.state().host_calls.borrow().clone()
     }
 
     /// Runs the scenario's request once more, from headers to audit record;
