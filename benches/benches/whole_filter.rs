@@ -6,15 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use host_test::host::Filter;
 use host_test::runner::{HostOptions, Session};
-use host_test::scenario::{load_file, Scenario};
+use host_test::scenario::Scenario;
 
 fn scenario(file: &str, name: &str) -> Scenario {
-    let path = host_test::repo_root().join("policies/tests").join(file);
-    load_file(&path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name:?} in {file}"))
+    host_test::scenario::named(file, name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn whole_filter(c: &mut Criterion) {

@@ -14,6 +14,7 @@ import pytest
 import stack as stack_module
 from bundle_server import BundleServer
 from conftest import RawClient
+from policy_change_support import eventually
 
 REFRESH_S = 2
 CONTRACTOR = {"repository": "acme/vendor-sync"}
@@ -34,17 +35,6 @@ def bundle_stack(tmp_path, policies, digest: bool):
     running = stack_module.Stack(tmp_path / "stack", plugin_config=config)
     running.extra_clusters["bundles"] = server.port
     return server, running
-
-
-def eventually(check, timeout: float, what: str):
-    """Polls ``check`` until it returns a truthy value; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        time.sleep(0.2)
 
 
 def contractor_read(running):

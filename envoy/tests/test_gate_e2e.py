@@ -5,13 +5,13 @@ demo policies in policies/."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import hvac
 import pytest
 
 import stack as stack_module
+from policy_change_support import bao_cli
 
 API_DB = "secret/ci/acme/api/db"
 WEB_TOKEN = "secret/ci/acme/web/token"
@@ -30,16 +30,6 @@ def assert_no_secret(body: bytes | str, seeded: dict, name: str) -> None:
 
 
 # ------------------------------------------------------------------ clients
-
-
-def bao_cli(stack, jwt: str | None, *args: str) -> subprocess.CompletedProcess:
-    """The real bao CLI pointed at Envoy; the CI token travels as -header."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
-    env.update(BAO_ADDR=stack.envoy_url, BAO_TOKEN=stack.root_token, HOME=str(stack.run_dir))
-    command, *rest = args
-    header = [f"-header={stack_module.JWT_HEADER}={jwt}"] if jwt else []
-    argv = [stack_module.bao_binary(), *command.split(), *header, *rest]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
 
 
 def curl(stack, path: str, jwt: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:

@@ -340,6 +340,16 @@ pub fn build_config(spec: &ConfigSpec, base: &Path) -> Result<(Vec<u8>, Option<P
 }
 
 /// Loads every scenario of a file.
+/// The scenario called `name` in `policies/tests/<file>`: what the
+/// benchmarks and the host-call budget test run.
+pub fn named(file: &str, name: &str) -> Result<Scenario, String> {
+    let path = crate::repo_root().join("policies/tests").join(file);
+    load_file(&path)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("no scenario {name:?} in {}", path.display()))
+}
+
 pub fn load_file(path: &Path) -> Result<Vec<Scenario>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {

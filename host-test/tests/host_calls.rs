@@ -8,15 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use host_test::runner::{HostOptions, Session};
-use host_test::scenario::{load_file, Scenario};
+use host_test::scenario::Scenario;
 
 fn scenario(file: &str, name: &str) -> Scenario {
-    let path = host_test::repo_root().join("policies/tests").join(file);
-    load_file(&path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario {name:?} in {file}"))
+    host_test::scenario::named(file, name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The host calls of a warm request: the second one a configured filter
