@@ -463,6 +463,9 @@ class Stack:
             "--base-id", str(self.envoy_base_id),
             "--log-path", str(self.path("envoy.log")),
             "-l", "info",
+            # The filter's decision lines are at debug level (decision_log's
+            # default); the dev stack shows them in envoy.log.
+            "--component-log-level", "wasm:debug",
             "--concurrency", str(self.concurrency),
             # Access-log lines land within 100ms instead of Envoy's default 10s.
             "--file-flush-interval-msec", "100",

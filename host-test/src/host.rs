@@ -220,6 +220,8 @@ pub struct HostState {
     /// How often the filter called each `env` host function (a Cell, since
     /// host functions see the state through a shared borrow first).
     pub host_calls: std::cell::RefCell<BTreeMap<String, u64>>,
+    /// What `proxy_get_log_level` answers (0, trace, captures everything).
+    pub log_level: u32,
     pub logs: Vec<LogLine>,
     pub stdio: Vec<u8>,
     pub filter_state: BTreeMap<String, Vec<u8>>,
@@ -427,7 +429,8 @@ fn define_env(linker: &mut Linker<HostState>) -> Result<()> {
                                                ret: i32|
      -> Result<i32> {
         check_enabled(&c, "proxy_get_log_level")?;
-        write_u32(&mut c, ret, 0)?; // trace: capture everything
+        let level = c.data().log_level;
+        write_u32(&mut c, ret, level)?;
         Ok(OK)
     });
     host!(

@@ -63,6 +63,9 @@ pub struct HostOptions {
     /// Serve the request even when the configuration was rejected (Envoy
     /// never does; this checks the filter's fail-closed answer if it did).
     pub serve_unconfigured: bool,
+    /// The log level the host reports (`proxy_get_log_level`); `None` is
+    /// trace, so every line a filter writes is captured.
+    pub log_level: Option<u32>,
 }
 
 fn lower(headers: &Headers) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -162,6 +165,7 @@ fn initial_state(scenario: &Scenario, options: &HostOptions) -> HostState {
         upstreams,
         disabled: options.disabled.clone(),
         failing: options.failing.clone(),
+        log_level: options.log_level.unwrap_or(0),
         ..HostState::default()
     }
 }

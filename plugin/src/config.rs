@@ -43,6 +43,21 @@ struct RawConfig {
     shadow: Option<BundleConfig>,
     #[serde(default)]
     recent_reads: Option<RecentReadsConfig>,
+    #[serde(default)]
+    decision_log: DecisionLog,
+}
+
+/// `decision_log`: the one-line summary of each decision in Envoy's log,
+/// beside the audit record (which is the record of truth). Off the hot
+/// path by default: written at debug level, and only formatted when
+/// Envoy's log level for the plugin admits debug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionLog {
+    Off,
+    #[default]
+    Debug,
+    Info,
 }
 
 /// `recent_reads`: the window of `context.recent_reads`.
@@ -148,6 +163,7 @@ pub struct Config {
     pub shadow_policies: ShadowPolicies,
     /// The sliding window `context.recent_reads` counts over.
     pub recent_reads_window: Duration,
+    pub decision_log: DecisionLog,
     /// The inline schema, policies and entities: what a bundle leaves out.
     inline: PolicySources,
 }
@@ -272,6 +288,7 @@ impl Config {
             shadow: raw.shadow,
             shadow_policies,
             recent_reads_window,
+            decision_log: raw.decision_log,
             inline: PolicySources {
                 schema: raw.schema,
                 policies: raw.policies,

@@ -11,6 +11,7 @@ const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
 pub const STATUS_CAS_MISMATCH: u32 = 8;
 
+pub const LOG_DEBUG: u32 = 1;
 pub const LOG_INFO: u32 = 2;
 pub const LOG_WARN: u32 = 3;
 pub const LOG_ERROR: u32 = 4;
@@ -45,6 +46,7 @@ impl fmt::Display for HostError {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -150,6 +152,16 @@ fn owned(data: *mut u8, size: usize) -> Vec<u8> {
 pub fn log(level: u32, message: &str) {
     // SAFETY: pointer and length describe a live &str.
     let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// The level Envoy logs the plugin's messages at and above.
+pub fn log_level() -> Result<u32, HostError> {
+    let mut level = 0u32;
+    // SAFETY: the host writes one u32 into a local.
+    check("proxy_get_log_level", unsafe {
+        proxy_get_log_level(&mut level)
+    })?;
+    Ok(level)
 }
 
 pub fn now_nanos() -> Result<u64, HostError> {

@@ -22,7 +22,7 @@ use crate::audit::{
 use crate::bundle::{
     self, BundleConfig, BundleError, FetchCycle, FetchReply, FetchRequest, FetchSchedule, FetchStep,
 };
-use crate::config::{Config, ShadowPolicies};
+use crate::config::{Config, DecisionLog, ShadowPolicies};
 use crate::gate::{self, error_body, ForwardEdits, RequestFacts, Verdict, VerdictAction};
 use crate::identity::IdentitySource;
 use crate::pairs;
@@ -567,7 +567,7 @@ impl SecretgateHttp {
     /// Carries out a verdict: forward (and audit when the response ends),
     /// answer locally, or pause and ask the approval service.
     fn carry_out(&mut self, config: &Rc<Config>, verdict: Verdict) -> Action {
-        abi::log(abi::LOG_INFO, &verdict.record.log_line());
+        log_decision(config.decision_log, &verdict.record);
         let record = verdict.record;
         match verdict.action {
             VerdictAction::Forward(edits) => {
@@ -739,6 +739,21 @@ fn write_audit(
         ),
     );
     delivery
+}
+
+/// The decision's summary line, as `decision_log` says: at debug level
+/// only when Envoy would keep it, so the line is not even formatted on a
+/// production Envoy logging at info.
+fn log_decision(mode: DecisionLog, record: &DecisionRecord) {
+    let level = match mode {
+        DecisionLog::Off => return,
+        DecisionLog::Info => abi::LOG_INFO,
+        DecisionLog::Debug => match abi::log_level() {
+            Ok(level) if level <= abi::LOG_DEBUG => abi::LOG_DEBUG,
+            _ => return,
+        },
+    };
+    abi::log(level, &record.log_line());
 }
 
 /// Counts a request's final decision (and approval outcome), once.
