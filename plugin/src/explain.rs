@@ -106,6 +106,17 @@ pub struct Evaluated {
     pub policies: Vec<MatchedPolicy>,
 }
 
+impl Evaluated {
+    /// The entities that carry the template attribute `name`.
+    fn carriers(&self, name: &str) -> Vec<String> {
+        self.attributed
+            .iter()
+            .filter(|(_, names)| names.iter().any(|n| n == name))
+            .map(|(entity, _)| entity.to_string())
+            .collect()
+    }
+}
+
 /// Everything `secretgate explain` says about one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
@@ -401,12 +412,7 @@ impl Explanation {
         } else {
             let _ = writeln!(out, "template attributes:");
             for capture in &evaluated.captures {
-                let on: Vec<String> = evaluated
-                    .attributed
-                    .iter()
-                    .filter(|(_, names)| names.contains(&capture.name))
-                    .map(|(entity, _)| entity.to_string())
-                    .collect();
+                let on = evaluated.carriers(&capture.name);
                 let _ = writeln!(
                     out,
                     "  {} = {:?} (on {})",
@@ -528,12 +534,7 @@ impl Explanation {
             .captures
             .iter()
             .map(|capture| {
-                let on: Vec<String> = evaluated
-                    .attributed
-                    .iter()
-                    .filter(|(_, names)| names.contains(&capture.name))
-                    .map(|(entity, _)| entity.to_string())
-                    .collect();
+                let on = evaluated.carriers(&capture.name);
                 json!({"name": capture.name, "value": capture.value, "on": on})
             })
             .collect();
