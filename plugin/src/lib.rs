@@ -19,6 +19,7 @@ pub mod mount_check;
 pub mod pairs;
 pub mod path;
 pub mod policy;
+pub mod policy_shape;
 pub mod policy_text;
 pub mod reads;
 pub mod record;

@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use cedar_policy::Policy;
 use serde_json::Value;
 
+use crate::policy_shape;
+
 /// What a policy set reads of `context`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextReads {
@@ -27,9 +29,8 @@ impl ContextReads {
     pub fn of<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> Result<ContextReads, String> {
         let mut reads = ContextReads::default();
         for policy in policies {
-            let json = policy
-                .to_json()
-                .map_err(|e| format!("policy {}: {e}", policy.id()))?;
+            let json = policy_shape::parsed_json(policy)
+                .ok_or_else(|| format!("policy {}: no JSON form", policy.id()))?;
             for condition in json
                 .get("conditions")
                 .and_then(Value::as_array)
