@@ -56,7 +56,7 @@ impl Rng {
     /// A valid value, or rarely an invalid one, so that sets of a dozen
     /// policies are accepted about as often as rejected.
     fn value<'a>(&mut self, valid: &[&'a str], invalid: &'a str) -> &'a str {
-        if self.next() % 40 == 0 {
+        if self.next().is_multiple_of(40) {
             invalid
         } else {
             self.pick(valid)
