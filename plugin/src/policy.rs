@@ -1095,23 +1095,14 @@ fn claim_value(value: &Value) -> Option<RestrictedExpression> {
 fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> {
     let spans = StatementSpans::scan(src);
     policy_text::check_limits(src, &spans)?;
-    let parsed = PolicySet::from_str(src).map_err(|e| {
-        let offset = first_offset(&e);
-        PolicyError {
-            policy_id: offset.and_then(|o| spans.policy_id_at(src, o)),
-            line: offset.map(|o| policy_text::line_of(src, o)),
-            message: e.to_string(),
-        }
-    })?;
-    if parsed.templates().next().is_some() {
-        return Err(PolicyError::general(
-            "policy templates are not supported; write concrete policies",
-        ));
-    }
+    let parsed = match parse_in_chunks(src, &spans) {
+        Some(parsed) => parsed,
+        None => parse_whole(src, &spans)?,
+    };
     let mut renamed = PolicySet::new();
     let mut approvals = ApprovalRules::default();
     let mut ids: HashSet<String> = HashSet::new();
-    for policy in parsed.policies() {
+    for (position, policy) in &parsed {
         // `Policy::annotation` parses its key with Cedar's grammar on every
         // call (a twentieth of a large set's load); the pairs are plain.
         let annotations: Vec<(&str, &str)> = policy.annotations().collect();
@@ -1121,7 +1112,7 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
                 .find(|(name, _)| *name == key)
                 .map(|(_, value)| *value)
         };
-        let id = annotation("id").map_or_else(|| policy.id().to_string(), str::to_owned);
+        let id = annotation("id").map_or_else(|| format!("policy{position}"), str::to_owned);
         if !ids.insert(id.clone()) {
             return Err(PolicyError {
                 policy_id: Some(id),
@@ -1149,7 +1140,10 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
             }
             approvals.insert(id.clone(), rule);
         }
-        let policy: Policy = policy.new_id(PolicyId::new(&id));
+        // Kept as its parsed form only: a policy parsed from text carries a
+        // copy of that text into every scope bucket it joins, and would parse
+        // it again whenever its JSON form is asked for.
+        let policy = policy_shape::without_text(&policy.new_id(PolicyId::new(&id)));
         renamed.add(policy).map_err(|e| PolicyError {
             policy_id: Some(id.clone()),
             line: None,
@@ -1157,6 +1151,60 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
         })?;
     }
     Ok((renamed, approvals))
+}
+
+/// Statements parsed per call to Cedar's parser (see [`parse_in_chunks`]).
+const STATEMENTS_PER_PARSE: usize = 256;
+
+/// The policies, a run of statements at a time, each with its position in
+/// the text. Cedar's syntax tree of a whole text is far larger than the
+/// policies it yields (about 140 MiB natively for 10,000 generated
+/// policies, against 37 MiB), and a Wasm VM's memory never shrinks, so
+/// only one run's tree is alive at a time. `None` when a run fails to
+/// parse, holds a template, or does not hold exactly one policy per
+/// statement: then [`parse_whole`] parses the text as one, which reports
+/// any error with its position.
+fn parse_in_chunks(src: &str, spans: &StatementSpans) -> Option<Vec<(usize, Policy)>> {
+    let mut parsed = Vec::new();
+    for (text, statements) in spans.chunks(src, STATEMENTS_PER_PARSE) {
+        let run = PolicySet::from_str(text).ok()?;
+        if run.templates().next().is_some() || run.policies().count() != statements {
+            return None;
+        }
+        parsed.extend(positioned(&run, parsed.len())?);
+    }
+    Some(parsed)
+}
+
+fn parse_whole(src: &str, spans: &StatementSpans) -> Result<Vec<(usize, Policy)>, PolicyError> {
+    let parsed = PolicySet::from_str(src).map_err(|e| {
+        let offset = first_offset(&e);
+        PolicyError {
+            policy_id: offset.and_then(|o| spans.policy_id_at(src, o)),
+            line: offset.map(|o| policy_text::line_of(src, o)),
+            message: e.to_string(),
+        }
+    })?;
+    if parsed.templates().next().is_some() {
+        return Err(PolicyError::general(
+            "policy templates are not supported; write concrete policies",
+        ));
+    }
+    positioned(&parsed, 0)
+        .ok_or_else(|| PolicyError::general("Cedar gave a policy an unexpected id"))
+}
+
+/// Each policy with its position in the text: `base` plus the `N` of the
+/// `policyN` id Cedar gives the N-th statement it parsed.
+fn positioned(policies: &PolicySet, base: usize) -> Option<Vec<(usize, Policy)>> {
+    policies
+        .policies()
+        .map(|policy| {
+            let id = policy.id().to_string();
+            let n: usize = id.strip_prefix("policy")?.parse().ok()?;
+            Some((base + n, policy.clone()))
+        })
+        .collect()
 }
 
 /// Strict validation. Without enumerated entity types (whose ids matter to
@@ -1292,6 +1340,61 @@ mod tests {
     use super::*;
 
     const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+
+    /// 600 statements: some named by `@id`, the rest by position, with a
+    /// `;` inside a string and a comment to trip a naive splitter.
+    fn many_statements() -> String {
+        (0..600)
+            .map(|i| {
+                let id = if i % 7 == 0 { format!("@id(\"named-{i}\")\n") } else { String::new() };
+                format!("// statement {i}; not the end\n{id}permit (principal == Workload::\"w;{i}\", action, resource);\n")
+            })
+            .collect()
+    }
+
+    fn ids(set: &PolicySet) -> Vec<String> {
+        let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn policies_parsed_in_runs_are_named_as_in_one_parse() {
+        let src = many_statements();
+        let spans = StatementSpans::scan(&src);
+        let in_runs = parse_in_chunks(&src, &spans).expect("every run parses");
+        let whole = parse_whole(&src, &spans).expect("the text parses");
+        let key = |parsed: &[(usize, Policy)]| {
+            let mut key: Vec<(usize, String)> = parsed
+                .iter()
+                .map(|(position, policy)| (*position, policy.to_string()))
+                .collect();
+            key.sort();
+            key
+        };
+        assert_eq!(key(&in_runs), key(&whole));
+        let (set, _) = parse_policies(&src).expect("loads");
+        let names = ids(&set);
+        assert_eq!(names.len(), 600);
+        assert!(
+            names.contains(&"policy599".to_string()) && names.contains(&"named-595".to_string())
+        );
+        assert!(!names.contains(&"policy595".to_string()));
+        // A trailing comment is a statement without a policy: the runs are
+        // refused and the whole text is parsed, to the same policies.
+        let trailing = format!("{src}// the end\n");
+        assert!(parse_in_chunks(&trailing, &StatementSpans::scan(&trailing)).is_none());
+        assert_eq!(ids(&parse_policies(&trailing).expect("loads").0), names);
+    }
+
+    #[test]
+    fn an_error_in_a_later_run_is_reported_from_the_whole_text() {
+        let mut src = many_statements();
+        src.push_str("@id(\"broken\")\npermit (principal, action, resource) when { context. };\n");
+        let error = parse_policies(&src).expect_err("must not load");
+        assert_eq!(error.policy_id.as_deref(), Some("broken"));
+        assert_eq!(error.line, Some(600 * 2 + 600 / 7 + 1 + 2));
+    }
 
     /// Policies of every resource-scope form, forbids, an erroring
     /// condition, and stored entities with extra parents.

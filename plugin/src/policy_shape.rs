@@ -69,8 +69,13 @@ pub fn representatives_with(policies: &PolicySet, renaming: Renaming) -> Option<
 /// form (Cedar's hidden `AsRef`/`From` pair) converts the tree instead. The
 /// conversion normalises some syntax, never the meaning Cedar validates.
 pub fn parsed_json(policy: &Policy) -> Option<Value> {
+    without_text(policy).to_json().ok()
+}
+
+/// A copy of `policy` holding only its parsed form, not its source text.
+pub fn without_text(policy: &Policy) -> Policy {
     let parsed = AsRef::as_ref(policy);
-    Policy::from(Clone::clone(parsed)).to_json().ok()
+    Policy::from(Clone::clone(parsed))
 }
 
 /// Cedar's JSON form of `policy` without annotations, its values renamed

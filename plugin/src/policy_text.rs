@@ -111,6 +111,21 @@ impl StatementSpans {
             .position(|&(start, end)| offset >= start && offset < end)
     }
 
+    /// The text in runs of up to `statements` consecutive statements, with
+    /// how many each holds; together they cover the text up to the end of
+    /// its last statement.
+    pub fn chunks<'a>(
+        &'a self,
+        src: &'a str,
+        statements: usize,
+    ) -> impl Iterator<Item = (&'a str, usize)> + 'a {
+        self.spans.chunks(statements.max(1)).filter_map(move |run| {
+            let (start, _) = run.first()?;
+            let (_, end) = run.last()?;
+            Some((src.get(*start..*end)?, run.len()))
+        })
+    }
+
     /// The `@id("...")` of the policy containing `offset`, else Cedar's
     /// positional id (`policyN`).
     pub fn policy_id_at(&self, src: &str, offset: usize) -> Option<String> {
