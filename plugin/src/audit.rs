@@ -120,6 +120,22 @@ pub struct RawAuditConfig {
     on_failure: Option<String>,
     #[serde(default)]
     max_record_bytes: Option<usize>,
+    #[serde(default)]
+    fields: RecordFields,
+}
+
+/// `audit.fields`: which of the record's fields are written. `all` (the
+/// default) writes every documented field, `null`, `[]` and `false`
+/// included, as the record always has. `present` leaves out fields that are
+/// null or empty and the truncation flags when false: a shorter record for
+/// Envoy to copy and escape into every access-log line, read the same way
+/// by a consumer that treats a missing field as null, empty or false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFields {
+    #[default]
+    All,
+    Present,
 }
 
 /// What happens to a request whose audit record cannot be handed to Envoy.
@@ -148,6 +164,7 @@ pub struct AuditConfig {
     pub on_failure: OnFailure,
     /// A rendered record longer than this is not handed to Envoy.
     pub max_record_bytes: usize,
+    pub fields: RecordFields,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -176,6 +193,7 @@ impl Default for AuditConfig {
             list_keys: false,
             on_failure: OnFailure::Deny,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            fields: RecordFields::All,
         }
     }
 }
@@ -193,6 +211,7 @@ impl AuditConfig {
         };
         let mut config = AuditConfig {
             mode,
+            fields: raw.fields,
             ..AuditConfig::default()
         };
         match (config.mode, raw.hmac_key) {
@@ -664,31 +683,46 @@ fn number_in(text: &str, range: std::ops::Range<usize>) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The audit record's JSON shape (documented in the README).
+/// The audit record's JSON shape (documented in the README). The fields
+/// that `audit.fields: "present"` may leave out are [`Field`]s.
 #[derive(Serialize)]
 struct Record<'a> {
     time: String,
     request_id: &'a str,
-    principal: Option<PrincipalField<'a>>,
-    claims: Map<String, Value>,
-    source_address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    principal: Field<PrincipalField<'a>>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    claims: Field<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    source_address: Field<&'a str>,
     method: &'a str,
     path: &'a str,
-    namespace: &'a str,
-    action: Option<&'static str>,
-    resource: Option<String>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    namespace: Field<&'a str>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    action: Field<&'static str>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    resource: Field<String>,
     decision: &'static str,
     reason: &'a str,
-    policies: &'a [String],
-    errors: &'a [String],
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    policies: Field<&'a [String]>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    errors: Field<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<&'a Value>,
-    response_status: Option<u32>,
-    request_body: Option<Box<RawValue>>,
-    response_body: Option<Box<RawValue>>,
-    token_hmac: Option<&'a str>,
-    request_body_truncated: bool,
-    response_body_truncated: bool,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    response_status: Field<u32>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    request_body: Field<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    response_body: Field<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    token_hmac: Field<&'a str>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    request_body_truncated: Field<bool>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    response_body_truncated: Field<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inputs: Option<InputsField<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -696,6 +730,48 @@ struct Record<'a> {
     /// Only in a compact record: why the full one was not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_error: Option<&'a str>,
+}
+
+/// A record field: a value, `null`, or left out.
+enum Field<T> {
+    Value(T),
+    Null,
+    Omitted,
+}
+
+impl<T> Field<T> {
+    fn is_omitted(&self) -> bool {
+        matches!(self, Field::Omitted)
+    }
+}
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Value(value) => value.serialize(serializer),
+            Field::Null | Field::Omitted => serializer.serialize_none(),
+        }
+    }
+}
+
+impl RecordFields {
+    /// An optional field: `null` when absent, unless absent fields are left out.
+    fn optional<T>(self, value: Option<T>) -> Field<T> {
+        match (value, self) {
+            (Some(value), _) => Field::Value(value),
+            (None, RecordFields::All) => Field::Null,
+            (None, RecordFields::Present) => Field::Omitted,
+        }
+    }
+
+    /// A field always written in full records, left out when `empty`.
+    fn unless_empty<T>(self, value: T, empty: bool) -> Field<T> {
+        if empty && self == RecordFields::Present {
+            Field::Omitted
+        } else {
+            Field::Value(value)
+        }
+    }
 }
 
 /// `inputs`: what the policies read (see [`DecisionInputs`]).
@@ -818,34 +894,45 @@ fn render_record(
         .iter()
         .filter_map(|name| Some((name.clone(), record.claims.get(name)?.clone())))
         .collect();
+    let fields = config.fields;
+    let claims_empty = claims.is_empty();
+    let request_body_truncated = response.request_body.is_some_and(BodyCapture::truncated);
+    let response_body_truncated = response.response_body.is_some_and(BodyCapture::truncated);
     let out = Record {
         time: rfc3339(record.time_nanos),
         request_id: &record.request_id,
-        principal: record
-            .principal
-            .as_ref()
-            .map(|(kind, id)| PrincipalField { kind, id }),
-        claims,
-        source_address: record.source_address.as_deref(),
+        principal: fields.optional(
+            record
+                .principal
+                .as_ref()
+                .map(|(kind, id)| PrincipalField { kind, id }),
+        ),
+        claims: fields.unless_empty(claims, claims_empty),
+        source_address: fields.optional(record.source_address.as_deref()),
         method: &record.method,
         path: &record.path,
-        namespace: &record.namespace,
-        action: record.action.map(Action::as_str),
-        resource: record.resource.as_ref().map(ToString::to_string),
+        namespace: fields.unless_empty(&record.namespace, record.namespace.is_empty()),
+        action: fields.optional(record.action.map(Action::as_str)),
+        resource: fields.optional(record.resource.as_ref().map(ToString::to_string)),
         decision: record.outcome.as_str(),
         reason: &record.reason,
-        policies: &record.policies,
-        errors: &record.errors,
+        policies: fields.unless_empty(&record.policies, record.policies.is_empty()),
+        errors: fields.unless_empty(&record.errors, record.errors.is_empty()),
         approval: record.approval.as_ref(),
-        response_status: response.status,
-        request_body: body(response.request_body, BodyKind::request(record.mount_type)),
-        response_body: body(
+        response_status: fields.optional(response.status),
+        request_body: fields.optional(body(
+            response.request_body,
+            BodyKind::request(record.mount_type),
+        )),
+        response_body: fields.optional(body(
             response.response_body,
             BodyKind::response(record.mount_type, record.listing),
-        ),
-        token_hmac: record.token_hmac.as_deref(),
-        request_body_truncated: response.request_body.is_some_and(BodyCapture::truncated),
-        response_body_truncated: response.response_body.is_some_and(BodyCapture::truncated),
+        )),
+        token_hmac: fields.optional(record.token_hmac.as_deref()),
+        request_body_truncated: fields
+            .unless_empty(request_body_truncated, !request_body_truncated),
+        response_body_truncated: fields
+            .unless_empty(response_body_truncated, !response_body_truncated),
         inputs: record.inputs.as_ref().map(InputsField::from),
         shadow: record.shadow.as_ref().map(ShadowField::from),
         audit_error,
