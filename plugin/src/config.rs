@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::approval::ApprovalConfig;
@@ -26,8 +27,10 @@ struct RawConfig {
     schema: Option<String>,
     #[serde(default)]
     policies: Option<String>,
-    #[serde(default = "no_entities")]
-    entities: Value,
+    /// Kept as its JSON text: Cedar parses the text, and a JSON tree of
+    /// 10,000 entities would hold tens of MiB of a VM's memory for nothing.
+    #[serde(default)]
+    entities: Option<Box<RawValue>>,
     #[serde(default)]
     mounts: BTreeMap<String, Value>,
     #[serde(default)]
@@ -97,9 +100,7 @@ enum RawIdentity {
     },
 }
 
-fn no_entities() -> Value {
-    Value::Array(Vec::new())
-}
+const NO_ENTITIES: &str = "[]";
 
 fn default_header() -> String {
     "x-secretgate-principal".into()
@@ -184,7 +185,8 @@ pub enum ShadowPolicies {
 struct PolicySources {
     schema: Option<String>,
     policies: Option<String>,
-    entities: Value,
+    /// Cedar's entities JSON, as text.
+    entities: String,
     /// Path templates by mount.
     templates: BTreeMap<String, Vec<String>>,
 }
@@ -292,7 +294,9 @@ impl Config {
             inline: PolicySources {
                 schema: raw.schema,
                 policies: raw.policies,
-                entities: raw.entities,
+                entities: raw
+                    .entities
+                    .map_or_else(|| NO_ENTITIES.to_owned(), |text| text.get().to_owned()),
                 templates: specs.templates,
             },
         };
@@ -436,7 +440,8 @@ impl Config {
                 "neither the bundle nor the inline configuration has a schema and policies".into(),
             ));
         };
-        let entities = bundle.entities.as_ref().unwrap_or(&self.inline.entities);
+        let bundled = bundle.entities.as_ref().map(Value::to_string);
+        let entities = bundled.as_deref().unwrap_or(&self.inline.entities);
         let templates = bundle.templates.as_ref().unwrap_or(&self.inline.templates);
         self.build_engine(schema, policies, entities, templates)
     }
@@ -446,10 +451,11 @@ impl Config {
         &self,
         schema: &str,
         policies: &str,
-        entities: &Value,
+        entities: &str,
         templates: &BTreeMap<String, Vec<String>>,
     ) -> Result<PolicyEngine, ConfigError> {
-        if !entities.is_array() {
+        // Valid JSON (checked when it was read) that opens with `[`.
+        if !entities.trim_start().starts_with('[') {
             return Err(ConfigError::Json("entities must be a JSON array".into()));
         }
         let templates = TemplateTable::new(self.mounts.paths(), templates)

@@ -183,17 +183,20 @@ pub struct EvaluationTrace {
 }
 
 /// The policy set split by resource scope (see the module documentation).
+/// Buckets are plain lists: each policy shares its parsed form with the
+/// engine's policy set, and a Cedar `PolicySet` per bucket (five maps each,
+/// thousands of buckets) would cost more than the policies themselves.
 struct ScopeIndex {
     /// Policies whose resource scope names an entity (`in`, `==`, `is .. in`), by that entity.
-    by_resource: HashMap<EntityUid, PolicySet>,
+    by_resource: HashMap<EntityUid, Vec<Policy>>,
     /// Policies whose resource scope names no entity (`resource`, `resource is T`).
-    unscoped: PolicySet,
+    unscoped: Vec<Policy>,
 }
 
 impl ScopeIndex {
-    fn build<'a>(policies: impl Iterator<Item = &'a Policy>) -> Result<ScopeIndex, PolicyError> {
-        let mut by_resource: HashMap<EntityUid, PolicySet> = HashMap::new();
-        let mut unscoped = PolicySet::new();
+    fn build<'a>(policies: impl Iterator<Item = &'a Policy>) -> ScopeIndex {
+        let mut by_resource: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        let mut unscoped = Vec::new();
         for policy in policies {
             let bucket = match policy.resource_constraint() {
                 ResourceConstraint::In(entity)
@@ -201,16 +204,15 @@ impl ScopeIndex {
                 | ResourceConstraint::IsIn(_, entity) => by_resource.entry(entity).or_default(),
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => &mut unscoped,
             };
-            bucket.add(policy.clone()).map_err(|e| PolicyError {
-                policy_id: Some(policy.id().to_string()),
-                line: None,
-                message: e.to_string(),
-            })?;
+            bucket.push(policy.clone());
         }
-        Ok(ScopeIndex {
+        by_resource.values_mut().for_each(Vec::shrink_to_fit);
+        unscoped.shrink_to_fit();
+        by_resource.shrink_to_fit();
+        ScopeIndex {
             by_resource,
             unscoped,
-        })
+        }
     }
 
     /// The policies of every bucket that can hold a policy whose scope
@@ -223,7 +225,7 @@ impl ScopeIndex {
             .chain(ancestors)
             .filter_map(|entity| self.by_resource.get(entity));
         for bucket in std::iter::once(&self.unscoped).chain(buckets) {
-            for policy in bucket.policies() {
+            for policy in bucket {
                 union
                     .add(policy.clone())
                     .map_err(|e| format!("policies: {e}"))?;
@@ -329,7 +331,7 @@ fn first_offset(diagnostic: &dyn Diagnostic) -> Option<usize> {
 }
 
 impl PolicyEngine {
-    /// Parses and strictly validates a configuration. `entities` is Cedar's
+    /// Parses and strictly validates a configuration. `entities_json` is Cedar's
     /// entities JSON; resource-type entities there may carry attributes and
     /// get their folder parents added. `templates` give resources attributes
     /// from their paths; the schema must declare each, and `entities` may not
@@ -337,7 +339,7 @@ impl PolicyEngine {
     pub fn load(
         schema_src: &str,
         policies_src: &str,
-        entities: &Value,
+        entities_json: &str,
         principal_type: &str,
         templates: &TemplateTable,
     ) -> Result<PolicyEngine, PolicyError> {
@@ -383,8 +385,8 @@ impl PolicyEngine {
         let (policies, approvals) = parse_policies(policies_src)?;
         let enumerated = declares_enumerated_types(&schema_json);
         validate_policies(&schema, &policies, policies_src, enumerated)?;
-        let entities = load_entities(entities, &schema, &resource_types, templates)?;
-        let index = ScopeIndex::build(policies.policies())?;
+        let entities = load_entities(entities_json, &schema, &resource_types, templates)?;
+        let index = ScopeIndex::build(policies.policies());
         let anonymous = match type_name(ANONYMOUS_TYPE) {
             Ok(anonymous_type) if declared.contains(&anonymous_type) => {
                 let admitted = policies
@@ -402,7 +404,7 @@ impl PolicyEngine {
                     .map(|(action, _)| *action)
                     .collect();
                 Some(AnonymousScope {
-                    index: ScopeIndex::build(admitted)?,
+                    index: ScopeIndex::build(admitted),
                     principal_type: anonymous_type,
                     actions: accepting,
                 })
@@ -1140,10 +1142,7 @@ fn parse_policies(src: &str) -> Result<(PolicySet, ApprovalRules), PolicyError> 
             }
             approvals.insert(id.clone(), rule);
         }
-        // Kept as its parsed form only: a policy parsed from text carries a
-        // copy of that text into every scope bucket it joins, and would parse
-        // it again whenever its JSON form is asked for.
-        let policy = policy_shape::without_text(&policy.new_id(PolicyId::new(&id)));
+        let policy = policy.new_id(PolicyId::new(&id));
         renamed.add(policy).map_err(|e| PolicyError {
             policy_id: Some(id.clone()),
             line: None,
@@ -1195,14 +1194,17 @@ fn parse_whole(src: &str, spans: &StatementSpans) -> Result<Vec<(usize, Policy)>
 }
 
 /// Each policy with its position in the text: `base` plus the `N` of the
-/// `policyN` id Cedar gives the N-th statement it parsed.
+/// `policyN` id Cedar gives the N-th statement it parsed. Policies keep
+/// their parsed form only, not a copy of their text: the text would be
+/// copied into every policy set they join and parsed again whenever their
+/// JSON form is asked for.
 fn positioned(policies: &PolicySet, base: usize) -> Option<Vec<(usize, Policy)>> {
     policies
         .policies()
         .map(|policy| {
             let id = policy.id().to_string();
             let n: usize = id.strip_prefix("policy")?.parse().ok()?;
-            Some((base + n, policy.clone()))
+            Some((base + n, policy_shape::without_text(policy)))
         })
         .collect()
 }
@@ -1292,27 +1294,27 @@ fn check_template_attributes(
 /// are seen by every request under it. An attribute a path template also
 /// gives the entity is refused: two sources for one fact.
 fn load_entities(
-    entities: &Value,
+    entities_json: &str,
     schema: &Schema,
     resource_types: &HashMap<ResourceKind, EntityTypeName>,
     templates: &TemplateTable,
 ) -> Result<Entities, PolicyError> {
-    let loaded = Entities::from_json_value(entities.clone(), Some(schema))
+    let loaded = Entities::from_json_str(entities_json, Some(schema))
         .map_err(|e| PolicyError::general(format!("entities: {e}")))?;
     let folder_type = resource_types
         .get(&ResourceKind::Path)
         .ok_or_else(|| PolicyError::general("Path type missing"))?;
     let mut rebuilt = Vec::with_capacity(loaded.len());
-    for entity in loaded.iter() {
+    for entity in loaded {
         let entity_uid = entity.uid();
         let Some(kind) = resource_types
             .iter()
             .find_map(|(kind, name)| (name == entity_uid.type_name()).then_some(*kind))
         else {
-            rebuilt.push(entity.clone());
+            rebuilt.push(entity);
             continue;
         };
-        let (entity_uid, attrs, mut parents) = entity.clone().into_inner();
+        let (entity_uid, attrs, mut parents) = entity.into_inner();
         let resource = ResourceRef {
             kind,
             id: entity_uid.id().unescaped().to_owned(),
@@ -1421,7 +1423,7 @@ mod tests {
         PolicyEngine::load(
             SCHEMA,
             POLICIES,
-            &entities,
+            &entities.to_string(),
             "Workload",
             &TemplateTable::default(),
         )
@@ -1512,7 +1514,7 @@ mod tests {
         let engine = PolicyEngine::load(
             SCHEMA,
             policies,
-            &json!([]),
+            "[]",
             "Workload",
             &TemplateTable::default(),
         )
@@ -1622,7 +1624,7 @@ mod tests {
         let engine = PolicyEngine::load(
             &schema,
             policies,
-            &json!([]),
+            "[]",
             "Workload",
             &TemplateTable::default(),
         )
@@ -1630,7 +1632,7 @@ mod tests {
         let mut always_validating = PolicyEngine::load(
             &schema,
             policies,
-            &json!([]),
+            "[]",
             "Workload",
             &TemplateTable::default(),
         )
@@ -1741,24 +1743,13 @@ mod tests {
 
     #[test]
     fn enumerated_entity_types_turn_the_shape_memo_off() {
-        let plain = PolicyEngine::load(
-            SCHEMA,
-            "",
-            &json!([]),
-            "Workload",
-            &TemplateTable::default(),
-        )
-        .unwrap();
+        let plain =
+            PolicyEngine::load(SCHEMA, "", "[]", "Workload", &TemplateTable::default()).unwrap();
         assert!(plain.valid_shapes.is_some());
         let with_enum = format!("{SCHEMA}\nentity Tier enum [\"gold\", \"silver\"];");
-        let engine = PolicyEngine::load(
-            &with_enum,
-            "",
-            &json!([]),
-            "Workload",
-            &TemplateTable::default(),
-        )
-        .unwrap();
+        let engine =
+            PolicyEngine::load(&with_enum, "", "[]", "Workload", &TemplateTable::default())
+                .unwrap();
         assert!(engine.valid_shapes.is_none());
     }
 }
