@@ -84,3 +84,39 @@ def test_every_benchmarked_envoy_takes_the_client_from_the_peer_as_shipped():
         assert options["use_remote_address"] is True, mode
         assert options.get("xff_num_trusted_hops", 0) == 0, mode
         assert "internal_address_config" not in options, mode
+
+
+def _load_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_bench", LOAD_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(mode: str, policies, rps: float, p50: float, p99: float, startup: float, wasm_bytes=None) -> dict:
+    return {
+        "upstream": "static", "mode": mode, "policies": policies, "startup_s": startup,
+        "throughput": {"rps": rps, "requests": int(rps), "non_2xx": 0},
+        "latency": {"p50_us": p50, "p99_us": p99, "requests": 100, "non_2xx": 0},
+        "envoy_rss_kib": 1, "envoy_memory_allocated": 1, "envoy_memory_heap_size": 1,
+        "wasm_memory_bytes": wasm_bytes, "authz_rss_kib": None,
+    }  # fmt: skip
+
+
+def test_runs_are_reduced_to_per_cell_medians_and_checked_against_the_targets():
+    load = _load_module()
+    runs = [
+        [_cell("none", None, rps, 100, 300, 0.1), _cell("wasm-noop", None, 9000, 110, 310, 0.2),
+         _cell("sg-allow", 10000, sg, 150, 500, startup, 2 * 38 * 2**20)]
+        for rps, sg, startup in [(10_000, 7_000, 2.0), (20_000, 1_000, 9.0), (9_000, 6_500, 2.5)]
+    ]  # fmt: skip
+    medians = load.median_results(runs)
+    none, _, sg = medians
+    assert none["throughput"]["rps"] == 10_000 and sg["throughput"]["rps"] == 6_500
+    assert sg["startup_s"] == 2.5 and [r["rps"] for r in sg["runs"]] == [7_000, 1_000, 6_500]
+    [line] = load.targets(medians, 10_000)
+    assert "throughput 65% of (1) (≥ 60%: met)" in line
+    assert "p50 (1w) +40 µs (≤ +30: MISSED)" in line and "p99 (1w) +190 µs (≤ +100: MISSED)" in line
+    assert "Envoy ready in 2.5 s (≤ 3: met)" in line and "38 MiB per Wasm VM (≤ 40: met)" in line
