@@ -1172,7 +1172,8 @@ fn parse_in_chunks(src: &str, spans: &StatementSpans) -> Option<Vec<(usize, Poli
         }
         parsed.extend(positioned(&run, parsed.len())?);
     }
-    Some(parsed)
+    // Every statement yielded its policy, or the runs missed some text.
+    (parsed.len() == spans.count()).then_some(parsed)
 }
 
 fn parse_whole(src: &str, spans: &StatementSpans) -> Result<Vec<(usize, Policy)>, PolicyError> {

@@ -111,6 +111,11 @@ impl StatementSpans {
             .position(|&(start, end)| offset >= start && offset < end)
     }
 
+    /// How many statements the text holds.
+    pub fn count(&self) -> usize {
+        self.spans.len()
+    }
+
     /// The text in runs of up to `statements` consecutive statements, with
     /// how many each holds; together they cover the text up to the end of
     /// its last statement.
