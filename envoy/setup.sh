@@ -4,7 +4,19 @@
 # Debian's chromium (the approver page is tested in a headless browser), the
 # wasm32-wasip1 target, the secretgate filter build and its CLI (check-mounts).
 # Idempotent: a rerun with nothing changed only re-checks and rebuilds incrementally.
+#
+#   bash envoy/setup.sh               everything (make setup, make test)
+#   bash envoy/setup.sh --no-browser  everything but chromium (make demo: no page is driven in a browser);
+#                                     SECRETGATE_SETUP_BROWSER=0 in the environment does the same
 set -euo pipefail
+
+SETUP_BROWSER="${SECRETGATE_SETUP_BROWSER:-1}"
+for arg in "$@"; do
+    case "$arg" in
+        --no-browser) SETUP_BROWSER=0 ;;
+        *) printf '[setup] error: unknown argument %s (usage: setup.sh [--no-browser])\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 ENVOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$ENVOY_DIR")"
@@ -80,7 +92,11 @@ build_cli() {
 
 ensure_venv
 install_requirements
-ensure_chromium
+if [[ "$SETUP_BROWSER" == 0 ]]; then
+    log "skipping chromium (--no-browser / SECRETGATE_SETUP_BROWSER=0): only the browser tests need it"
+else
+    ensure_chromium
+fi
 build_filter
 build_cli
 log "ready: $VENV/bin/python envoy/stack.py up --run-dir envoy/.run"
