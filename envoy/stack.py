@@ -4,6 +4,8 @@
 Importable (pytest fixtures use ``Stack``) and a CLI::
 
     python envoy/stack.py up       --run-dir envoy/.run [--identity jwt|header] [--wasm PATH]
+                                   [--policies DIR] [--bundle]
+                                   [--approver-port PORT --approval-token-file FILE]
     python envoy/stack.py serve    --run-dir envoy/.run     # same, in the foreground
     python envoy/stack.py down     --run-dir envoy/.run
     python envoy/stack.py mint-jwt --run-dir envoy/.run --claim repository=acme/web [--github|--gitlab]
@@ -56,6 +58,7 @@ from stacklib.envoy_config import (  # noqa: F401 (re-exported)
 )
 from stacklib.pki import CertFiles, DevPki  # noqa: F401 (re-exported)
 from stacklib.plugin_config import (  # noqa: F401 (re-exported)
+    APPROVER_CLUSTER,
     DEV_AUDIT,
     DEV_AUDIT_KEY,
     HEADER_IDENTITY,
@@ -66,6 +69,7 @@ from stacklib.plugin_config import (  # noqa: F401 (re-exported)
     bundle_plugin_config,
     default_plugin_config,
     plugin_config,
+    with_approval,
     with_shadow,
 )
 from stacklib.processes import (  # noqa: F401 (re-exported)

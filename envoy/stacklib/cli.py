@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 
 from .binaries import ENVOY_DIR, POLICIES_DIR, WASM_ENV_VAR
-from .plugin_config import HEADER_IDENTITY, JWT_IDENTITY, bundle_plugin_config, plugin_config
+from .plugin_config import (
+    APPROVER_CLUSTER,
+    HEADER_IDENTITY,
+    JWT_IDENTITY,
+    bundle_plugin_config,
+    plugin_config,
+    with_approval,
+)
 from .processes import STARTUP_TIMEOUT_S, StackError, _file_size, _log_tail, _spawn, stop_process
 from .stack import Stack, down, read_state, running_pids
 from .tokens import DevSigningKey, github_actions_claims, github_claims, gitlab_ci_claims
@@ -48,8 +55,27 @@ def _stack_from_args(args) -> Stack:
     identity = HEADER_IDENTITY if args.identity == "header" else JWT_IDENTITY
     if args.bundle:
         config = bundle_plugin_config(identity=identity, policies_dir=args.policies)
-        return Stack(args.run_dir, plugin_config=config, wasm=args.wasm, bundle_dir=args.policies)
-    return Stack(args.run_dir, plugin_config=plugin_config(args.policies, identity), wasm=args.wasm)
+    else:
+        config = plugin_config(args.policies, identity)
+    if args.approver_port:
+        config = with_approval(config, _read_token(args.approval_token_file))
+    stack = Stack(args.run_dir, plugin_config=config, wasm=args.wasm, bundle_dir=args.policies if args.bundle else None)
+    if args.approver_port:
+        stack.extra_clusters[APPROVER_CLUSTER] = args.approver_port
+    return stack
+
+
+def _read_token(path: str) -> str:
+    """The callout token from its file (one line; a trailing newline is not part of it)."""
+    token = Path(path).read_text().strip()
+    if not token:
+        raise SystemExit(f"--approval-token-file {path} is empty")
+    return token
+
+
+def _check_approval_args(parser: argparse.ArgumentParser, args) -> None:
+    if args.command in ("up", "serve") and bool(args.approver_port) != bool(args.approval_token_file):
+        parser.error("--approver-port and --approval-token-file go together")
 
 
 def _cmd_serve(args) -> int:
@@ -102,6 +128,10 @@ def _cmd_up(args) -> int:
         argv += ["--wasm", args.wasm]
     if args.bundle:
         argv.append("--bundle")
+    if args.approver_port:
+        _read_token(args.approval_token_file)  # an unreadable or empty file fails here, not in the keeper
+        argv += ["--approver-port", str(args.approver_port),
+                 "--approval-token-file", str(Path(args.approval_token_file).resolve())]  # fmt: skip
     keeper_log = run_dir / "keeper.log"
     offset = _file_size(keeper_log)
     keeper = _spawn(argv, keeper_log, dict(os.environ))
@@ -194,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         starter.add_argument(
             "--bundle", action="store_true", help="serve --policies as a live bundle (edits apply within 5 s)"
         )
+        starter.add_argument(
+            "--approver-port", type=int, default=None, metavar="PORT",
+            help="the approval service (approver/) listening on 127.0.0.1:PORT: Envoy gets the cluster"
+            " 'approver' and the filter an 'approval' section for @approval permits",
+        )  # fmt: skip
+        starter.add_argument(
+            "--approval-token-file", default=None, metavar="FILE",
+            help="the callout token the filter sends the approval service (from a file: argv is visible in ps)",
+        )  # fmt: skip
 
     stop = commands.add_parser("down", help="stop everything recorded in state.json")
     stop.set_defaults(handler=_cmd_down)
@@ -215,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (up, serve, stop, mint, env):
         sub.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
+    _check_approval_args(parser, args)
     return args.handler(args)
 
 

@@ -86,6 +86,26 @@ def bundle_source(cluster: str, refresh_s: int, digest: bool) -> dict:
     return source
 
 
+# The approval service's cluster in Envoy (``Stack.extra_clusters``), as the
+# ``approval`` section names it.
+APPROVER_CLUSTER = "approver"
+
+
+def with_approval(config: dict, token: str, timeout_ms: int = 30000) -> dict:
+    """A copy of ``config`` whose filter calls the approval service (``approver/``) on cluster
+    "approver" for ``@approval`` permits, authenticated with the callout ``token``. The section
+    belongs to the static configuration, also when the policies come from a bundle. The stack
+    needs ``extra_clusters["approver"]`` set to the service's loopback port."""
+    approving = dict(config)
+    approving["approval"] = {
+        "cluster": APPROVER_CLUSTER,
+        "authority": f"{APPROVER_CLUSTER}.local",
+        "timeout_ms": timeout_ms,
+        "token": token,
+    }
+    return approving
+
+
 def default_plugin_config(identity: dict | None = None) -> dict:
     """The plugin configuration for the repository's own policies/ directory."""
     return plugin_config(POLICIES_DIR, identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -96,6 +97,39 @@ def test_cli_up_and_down_leave_no_process_behind(tmp_path):
         assert down.returncode == 0, down.stderr
     assert not any(stack_module.pid_is_running(pid) for pid in pids.values())
     assert stack_module.running_pids(run_dir) == {}
+
+
+def test_cli_approver_options_give_the_filter_an_approval_section_and_envoy_the_cluster(tmp_path):
+    """``up``/``serve --approver-port P --approval-token-file F`` (what make demo starts), checked
+    without starting anything: the keeper builds its Stack with _stack_from_args."""
+    from stacklib.cli import _stack_from_args
+
+    token_file = tmp_path / "callout.token"
+    token_file.write_text("demo-callout-token-0123456789\n")
+    args = argparse.Namespace(
+        run_dir=str(tmp_path / "run"), policies=str(stack_module.POLICIES_DIR / "packs" / "github-actions"),
+        identity="jwt", wasm=None, bundle=True, approver_port=18300, approval_token_file=str(token_file),
+    )  # fmt: skip
+
+    stack = _stack_from_args(args)
+
+    assert stack.extra_clusters == {"approver": 18300}
+    assert stack.plugin_configuration["approval"] == {
+        "cluster": "approver", "authority": "approver.local", "timeout_ms": 30000,
+        "token": "demo-callout-token-0123456789",
+    }  # fmt: skip
+    assert "bundle" in stack.plugin_configuration and "policies" not in stack.plugin_configuration
+    assert stack.bundle_dir is not None
+
+
+def test_cli_approver_port_needs_the_token_file(tmp_path):
+    up = subprocess.run(
+        [*STACK_PY, "up", "--run-dir", str(tmp_path / "run"), "--approver-port", "18300"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert up.returncode == 2
+    assert "--approval-token-file" in up.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything started
 
 
 def _hvac_client(stack) -> hvac.Client:
