@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A short narrated tour of Secretgate: real OpenBao behind real Envoy with the
-# secretgate filter and the policies in policies/. Every request goes through
-# Envoy on 127.0.0.1; everything started here is stopped by PID on exit,
-# including Ctrl-C and failures.
+# secretgate filter and the GitHub Actions policy pack. Every request goes
+# through Envoy on 127.0.0.1; everything started here is stopped by PID on
+# exit, including Ctrl-C and failures. The Vault token is never printed.
 set -euo pipefail
 
 ENVOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,6 +10,10 @@ REPO_ROOT="$(dirname "$ENVOY_DIR")"
 RUN_DIR="${SECRETGATE_RUN_DIR:-$ENVOY_DIR/.run}"
 PY="$REPO_ROOT/.venv/bin/python"
 STACK=("$PY" "$ENVOY_DIR/stack.py")
+# The operator CLI (secretgate hmac): the dev build that
+# setup.sh makes for the stack's check-mounts, so the demo compiles nothing more
+# for it (a release build is fat LTO over Cedar: minutes on a small machine).
+SECRETGATE_CLI="${SECRETGATE_CLI:-$REPO_ROOT/target/debug/secretgate}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
@@ -51,19 +55,45 @@ bao_via_envoy() {
 }
 
 # Run a bao read and summarise it in one line: the value if allowed, the error if not.
+# The value read stays in BAO_READ_VALUE: step 7 looks for its HMAC in the audit record.
+BAO_READ_VALUE=""
 show_bao_read() {
     local output
     if output="$(bao_via_envoy "$@" 2>&1)"; then
+        BAO_READ_VALUE="$output"
         note "allowed, password = $output"
     else
         note "refused: $(printf '%s' "$output" | tr -s '\n' ' ' | head -c 300)"
     fi
 }
 
-say "Preparing (envoy/setup.sh: venv, Envoy + OpenBao binaries, filter build)"
-bash "$ENVOY_DIR/setup.sh"
+# The audit record of the first request after line $2 of the access log $1 with
+# method $3, path $4 and decision $5 (* for any): the JSON string in the line's
+# `audit` field, printed as one line. Waits up to 5 s (Envoy flushes every 100ms).
+audit_record() {
+    "$PY" - "$@" <<'PYEOF'
+import json, sys, time
+log, skip, wanted = sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:6])
+deadline = time.monotonic() + 5
+while True:
+    for line in open(log).readlines()[skip:]:
+        audit = json.loads(line).get("audit")
+        record = json.loads(audit) if audit else {}
+        found = (record.get("method"), record.get("path"), record.get("decision"))
+        if found == wanted or (wanted[2] == "*" and found[:2] == wanted[:2]):
+            print(json.dumps(record))
+            sys.exit(0)
+    if time.monotonic() > deadline:
+        sys.exit(f"no audit record of {' '.join(wanted)} in {log}")
+    time.sleep(0.1)
+PYEOF
+}
+
+say "Preparing (envoy/setup.sh --no-browser: venv, Envoy + OpenBao binaries, filter and CLI builds)"
+bash "$ENVOY_DIR/setup.sh" --no-browser
 
 say "Starting OpenBao (dev) and Envoy + secretgate on 127.0.0.1"
+mkdir -p "$RUN_DIR"
 "${STACK[@]}" down --run-dir "$RUN_DIR" >/dev/null  # leftovers of an interrupted run, by PID
 trap stop_stack EXIT
 trap 'exit 130' INT
@@ -73,7 +103,6 @@ trap 'exit 143' TERM
 # own files stay as they are. Its config.json gives the mounts their path
 # templates; the demo OpenBao also has the legacy kv mount, so it is listed too
 # (the filter refuses requests under mounts it was not told about).
-mkdir -p "$RUN_DIR"
 rm -rf "$RUN_DIR/policies"
 cp -r "$REPO_ROOT/policies/packs/github-actions" "$RUN_DIR/policies"
 "$PY" - "$RUN_DIR/policies/config.json" <<'PYEOF'
@@ -149,6 +178,38 @@ for _ in $(seq 1 12); do
     sleep 1
 done
 show_result "$code" 403
+
+say "7. Step 1's audit record, from $RUN_DIR/access.log: values and the token masked (hmac-sha256)"
+# The record is the JSON string in the `audit` field of Envoy's access-log line.
+STEP1_RECORD="$(audit_record "$RUN_DIR/access.log" "$LOG_LINES_BEFORE" GET /v1/secret/data/ci/acme/api/db allow)"
+"$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1]), indent=2))' "$STEP1_RECORD" | sed 's/^/     /'
+# The stack's development audit key (DEV_AUDIT_KEY in envoy/stacklib/plugin_config.py), without a newline, 0600.
+(
+    umask 077
+    "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from stacklib.plugin_config import DEV_AUDIT_KEY; sys.stdout.write(DEV_AUDIT_KEY)' \
+        "$ENVOY_DIR" >"$RUN_DIR/audit.key"
+)
+note "an auditor with the audit key looks for the value the client read in step 1:"
+note "\$ secretgate hmac --key-file $RUN_DIR/audit.key '$BAO_READ_VALUE'"
+STEP1_HMAC="$("$SECRETGATE_CLI" hmac --key-file "$RUN_DIR/audit.key" "$BAO_READ_VALUE")"
+note "$STEP1_HMAC"
+"$PY" - "$STEP1_RECORD" "$STEP1_HMAC" <<'PYEOF'
+import json, sys
+record, wanted = json.loads(sys.argv[1]), sys.argv[2]
+def places(value, at=""):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from places(inner, f"{at}.{key}" if at else key)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from places(inner, f"{at}[{index}]")
+    elif value == wanted:
+        yield at
+found = list(places(record))
+print(f"   the same HMAC is in the record at {', '.join(found)} ✓" if found else "   not in the record ✗")
+sys.exit(0 if found else 1)
+PYEOF
+note "lines of $RUN_DIR/access.log holding the value itself: $(grep -cF -- "$BAO_READ_VALUE" "$RUN_DIR/access.log" || true)"
 
 say "What Envoy logged (method, path, status, details) — the decision records are in $RUN_DIR/access.log"
 sleep 0.3  # Envoy flushes the access log every 100ms
