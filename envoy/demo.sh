@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short narrated tour of Secretgate: real OpenBao behind real Envoy with the
-# secretgate filter and the GitHub Actions policy pack. Every request goes
-# through Envoy on 127.0.0.1; everything started here is stopped by PID on
-# exit, including Ctrl-C and failures. The Vault token is never printed.
+# secretgate filter and the GitHub Actions policy pack, and the approval
+# service (approver/). Every request goes through Envoy on 127.0.0.1;
+# everything started here is stopped by PID on exit, including Ctrl-C and
+# failures. Neither the Vault token nor an approver's token is ever printed.
 set -euo pipefail
 
 ENVOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,10 +11,13 @@ REPO_ROOT="$(dirname "$ENVOY_DIR")"
 RUN_DIR="${SECRETGATE_RUN_DIR:-$ENVOY_DIR/.run}"
 PY="$REPO_ROOT/.venv/bin/python"
 STACK=("$PY" "$ENVOY_DIR/stack.py")
-# The operator CLI (secretgate hmac): the dev build that
+# The operator CLI (secretgate hmac, secretgate report): the dev build that
 # setup.sh makes for the stack's check-mounts, so the demo compiles nothing more
 # for it (a release build is fat LTO over Cedar: minutes on a small machine).
 SECRETGATE_CLI="${SECRETGATE_CLI:-$REPO_ROOT/target/debug/secretgate}"
+APPROVER_BIN="$REPO_ROOT/target/debug/approver"
+APPROVER_PID=""
+HELD_PID=""
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
@@ -23,7 +27,79 @@ stop_stack() {
     trap '' INT TERM
     trap - EXIT
     say "Stopping the stack"
+    if [[ -n "$HELD_PID" ]] && kill -0 "$HELD_PID" 2>/dev/null; then
+        kill "$HELD_PID" 2>/dev/null || true  # a read still held in Envoy (step 8)
+    fi
     "${STACK[@]}" down --run-dir "$RUN_DIR" || true
+    stop_approver
+}
+
+# The approver runs in the background; its PID is also kept in approver.pid, so
+# that a run killed before its trap could stop it is cleaned up by the next run.
+# Only a process that still runs this approver binary is stopped.
+stop_approver() {
+    local pid exe
+    pid="$(cat "$RUN_DIR/approver.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" && [[ "$exe" == "$APPROVER_BIN"* ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        echo "stopped: approver (pid $pid)"
+    fi
+    rm -f "$RUN_DIR/approver.pid"
+}
+
+# Start the approval service on a port it picks itself (listen 127.0.0.1:0; it
+# prints the address it bound) with a fresh database (an earlier run's grant
+# would let step 8's read through at once) and one approver, alice@acme.test in
+# group secops. The tokens are random per run, kept in 0600 files and handed
+# over in files and the environment: never printed, never on a command line.
+start_approver() {
+    rm -f "$RUN_DIR/approver.db" "$RUN_DIR/approver.db-wal" "$RUN_DIR/approver.db-shm"
+    (
+        umask 077
+        "$PY" -c 'import secrets; print("demo-callout-" + secrets.token_hex(16))' >"$RUN_DIR/callout.token"
+        "$PY" -c 'import secrets; print("demo-alice-" + secrets.token_hex(16))' >"$RUN_DIR/alice.token"
+        cat >"$RUN_DIR/approver.toml" <<EOF
+listen = "127.0.0.1:0"
+database = "$RUN_DIR/approver.db"
+callout_token = "$(cat "$RUN_DIR/callout.token")"
+max_wait_ms = 30000
+
+[[approvers]]
+id = "alice@acme.test"
+token = "$(cat "$RUN_DIR/alice.token")"
+groups = ["secops"]
+EOF
+    )
+    : >"$RUN_DIR/approver.log"
+    "$APPROVER_BIN" serve --config "$RUN_DIR/approver.toml" >>"$RUN_DIR/approver.log" 2>&1 &
+    APPROVER_PID=$!
+    echo "$APPROVER_PID" >"$RUN_DIR/approver.pid"
+    APPROVER_URL=""
+    for _ in $(seq 1 100); do
+        APPROVER_URL="$(sed -n 's|^approver listening on \(http://127\.0\.0\.1:[0-9]*\)$|\1|p' "$RUN_DIR/approver.log")"
+        [[ -n "$APPROVER_URL" ]] && break
+        if ! kill -0 "$APPROVER_PID" 2>/dev/null; then
+            echo "the approver exited; $RUN_DIR/approver.log:" >&2
+            tail -n 20 "$RUN_DIR/approver.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    [[ -n "$APPROVER_URL" ]] || { echo "the approver did not start; see $RUN_DIR/approver.log" >&2; return 1; }
+    APPROVER_PORT="${APPROVER_URL##*:}"
+}
+
+# The approver CLI as alice: the URL and her token from the environment (--token would show in ps).
+as_alice() {
+    APPROVER_URL="$APPROVER_URL" APPROVER_TOKEN="$(cat "$RUN_DIR/alice.token")" \
+        "$APPROVER_BIN" "$@" 2>>"$RUN_DIR/approver-cli.log"
 }
 
 # curl through Envoy, printing only the status line and OpenBao's error text (never a token).
@@ -89,15 +165,22 @@ while True:
 PYEOF
 }
 
-say "Preparing (envoy/setup.sh --no-browser: venv, Envoy + OpenBao binaries, filter and CLI builds)"
+say "Preparing (envoy/setup.sh --no-browser: venv, Envoy + OpenBao binaries, filter and CLI builds; the approver)"
 bash "$ENVOY_DIR/setup.sh" --no-browser
+printf '[setup] building the approval service (approver/)\n' >&2
+(cd "$REPO_ROOT" && cargo build -q -p approver)
+APPROVER_BIN="$(realpath "$APPROVER_BIN")"
 
-say "Starting OpenBao (dev) and Envoy + secretgate on 127.0.0.1"
+say "Starting OpenBao (dev), Envoy + secretgate and the approval service on 127.0.0.1"
 mkdir -p "$RUN_DIR"
-"${STACK[@]}" down --run-dir "$RUN_DIR" >/dev/null  # leftovers of an interrupted run, by PID
+# Leftovers of an interrupted run, by PID.
+"${STACK[@]}" down --run-dir "$RUN_DIR" >/dev/null
+stop_approver >/dev/null
 trap stop_stack EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+start_approver
+note "approver $APPROVER_URL (pid $APPROVER_PID, log $RUN_DIR/approver.log); one approver: alice@acme.test (secops)"
 # The GitHub Actions policy pack reaches the filter as a live bundle, served by
 # envoy/bundle_server.py from a copy the demo edits in step 6; the repository's
 # own files stay as they are. Its config.json gives the mounts their path
@@ -111,7 +194,26 @@ config = json.load(open(sys.argv[1]))
 config["mounts"]["kv"] = "kv-v1"
 json.dump(config, open(sys.argv[1], "w"), indent=1)
 PYEOF
-"${STACK[@]}" up --run-dir "$RUN_DIR" --bundle --policies "$RUN_DIR/policies"
+# Step 8's rule, in the served copy only: a production job reads acme/payments'
+# production secrets only once someone in secops approves. The pack's own
+# production rule does not permit such a read (the repositories differ), so this
+# annotated permit alone does, and the filter holds the request for a decision.
+APPROVAL_POLICY='@id("demo-payments-production-needs-secops")
+@approval("secops")
+@approval_mode("hold")
+@approval_ttl("15m")
+permit (
+  principal is Workload,
+  action == Action::"read",
+  resource in Path::"secret/prod/acme/payments"
+)
+when { context.claims has environment && context.claims.environment == "production" };'
+printf '\n// make demo, step 8: held until someone in secops approves.\n%s\n' "$APPROVAL_POLICY" \
+    >>"$RUN_DIR/policies/policies.cedar"
+# --approver-port gives Envoy the cluster "approver" and the filter's static
+# configuration its `approval` section (the policies come from the bundle).
+"${STACK[@]}" up --run-dir "$RUN_DIR" --bundle --policies "$RUN_DIR/policies" \
+    --approver-port "$APPROVER_PORT" --approval-token-file "$RUN_DIR/callout.token"
 # BAO_ADDR points at Envoy; BAO_TOKEN is the dev root token (not printed).
 eval "$("${STACK[@]}" env --run-dir "$RUN_DIR")"
 JWT="$("${STACK[@]}" mint-jwt --run-dir "$RUN_DIR" --github --claim repository=acme/api)"
@@ -210,6 +312,58 @@ print(f"   the same HMAC is in the record at {', '.join(found)} ✓" if found el
 sys.exit(0 if found else 1)
 PYEOF
 note "lines of $RUN_DIR/access.log holding the value itself: $(grep -cF -- "$BAO_READ_VALUE" "$RUN_DIR/access.log" || true)"
+
+HELD_PATH=/v1/secret/data/prod/acme/payments/stripe
+say "8. A secret behind an approval: acme/api's production job reads acme/payments' secret/prod/acme/payments/stripe"
+note "the served bundle has one more permit (added to the demo's copy of the pack):"
+printf '%s\n' "$APPROVAL_POLICY" | sed 's/^/     /'
+# Seeded straight into OpenBao (not through Envoy), the root token from the environment.
+BAO_ADDR="$SECRETGATE_BAO_DIRECT_URL" "$BAO_BIN" kv put -mount=secret prod/acme/payments/stripe \
+    api_key=FAKE-prod-acme-payments-stripe-key-6a2d >/dev/null
+REASON="https://github.com/acme/api/actions/runs/4242424242"
+note "the deploy job (environment production) asks, with X-Secretgate-Reason: $REASON"
+rm -f "$RUN_DIR/last-response.json" "$RUN_DIR/held-status"
+# In the background: the filter holds the request in Envoy until someone decides (hold mode).
+curl --noproxy '*' -s --max-time 60 -o "$RUN_DIR/last-response.json" -w '%{http_code}' \
+    -H "X-Vault-Token: $BAO_TOKEN" -H "x-secretgate-jwt: $PROD_JWT" -H "X-Secretgate-Reason: $REASON" \
+    "$SECRETGATE_URL$HELD_PATH" >"$RUN_DIR/held-status" &
+HELD_PID=$!
+APPROVAL_ID=""
+for _ in $(seq 1 100); do
+    APPROVAL_ID="$(as_alice list --json | "$PY" -c '
+import json, sys
+for approval in json.load(sys.stdin)["approvals"]:
+    if "secret/prod/acme/payments/stripe" in approval["resource"]:
+        print(approval["id"])
+        break
+' || true)"
+    [[ -n "$APPROVAL_ID" ]] && break
+    sleep 0.1
+done
+[[ -n "$APPROVAL_ID" ]] || { echo "no pending approval appeared; see $RUN_DIR/approver.log" >&2; exit 1; }
+note "the filter asked the approver, which notes a pending approval for secops (approver list):"
+as_alice list | sed 's/^/     /'
+note "approval page: $APPROVER_URL/#$APPROVAL_ID (the approval_url: sign in with an approver's token)"
+sleep 1
+if kill -0 "$HELD_PID" 2>/dev/null; then
+    note "meanwhile the read is held in Envoy: the client is still waiting for its answer"
+fi
+note "alice (secops) approves from the command line: approver approve $APPROVAL_ID"
+as_alice approve "$APPROVAL_ID" | sed 's/^/     /'
+wait "$HELD_PID" || true
+HELD_PID=""
+show_result "$(cat "$RUN_DIR/held-status")" 200
+note "the held read completed: api_key = $("$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"]["data"]["api_key"])' <"$RUN_DIR/last-response.json")"
+HELD_RECORD="$(audit_record "$RUN_DIR/access.log" "$LOG_LINES_BEFORE" GET "$HELD_PATH" '*')"
+"$PY" - "$HELD_RECORD" <<'PYEOF'
+import json, sys
+record = json.loads(sys.argv[1])
+print(f"   its audit record: decision {record['decision']}, policies {record['policies']}")
+print(f"     approval: {json.dumps(record.get('approval'))}")
+PYEOF
+show_result "$(http_status GET "$HELD_PATH" -H "x-secretgate-jwt: $PROD_JWT")" 200
+note "asked again: allowed at once under alice's grant (this job, read, this secret, for 15 minutes)"
+rm -f "$RUN_DIR/last-response.json"  # it held the secret's value
 
 say "What Envoy logged (method, path, status, details) — the decision records are in $RUN_DIR/access.log"
 sleep 0.3  # Envoy flushes the access log every 100ms
