@@ -179,6 +179,8 @@ stop_approver >/dev/null
 trap stop_stack EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The report (step 9) covers this run's records only: the run dir's access log keeps earlier runs' lines.
+DEMO_SINCE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 start_approver
 note "approver $APPROVER_URL (pid $APPROVER_PID, log $RUN_DIR/approver.log); one approver: alice@acme.test (secops)"
 # The GitHub Actions policy pack reaches the filter as a live bundle, served by
@@ -372,4 +374,16 @@ import json, sys
 for line in open(sys.argv[1]).readlines()[int(sys.argv[2]):]:
     entry = json.loads(line)
     print(f"   {entry['method']:5} {entry['path']:45} {entry['response_code']} {entry['response_code_details']}")
+EOF
+
+say "9. The access report of this run: secretgate report over $RUN_DIR/access.log"
+"$SECRETGATE_CLI" report --log "$RUN_DIR/access.log" --since "$DEMO_SINCE" \
+    --out "$RUN_DIR/report.html" --json "$RUN_DIR/report.json"
+note "report: $RUN_DIR/report.html (self-contained HTML), its figures: $RUN_DIR/report.json"
+"$PY" - "$RUN_DIR/report.json" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+summary = report["summary"]
+print(f"   records {summary['records']}, allowed {summary['allowed']}, approvals approved {summary['approvals']['approved']}")
+print(f"   off-boarding: {json.dumps(report['offboarding'])}")
 EOF
