@@ -211,6 +211,9 @@ struct Parsed<'a> {
 #[allow(clippy::large_enum_variant)]
 enum Line<'a> {
     Blank,
+    /// An access-log line of a request the filter never saw (Envoy refused
+    /// it first, e.g. `jwt_authn` an invalid token): no record to read.
+    WithoutRecord,
     Unreadable,
     Record(Parsed<'a>),
 }
@@ -235,8 +238,28 @@ fn with_line<R>(text: &str, f: impl FnOnce(Line<'_>) -> R) -> R {
         });
     match parsed {
         Some(parsed) => f(Line::Record(parsed)),
+        None if is_access_line_without_record(text) => f(Line::WithoutRecord),
         None => f(Line::Unreadable),
     }
+}
+
+/// A JSON access-log line whose `audit` is null or `-`, and that is no
+/// record itself.
+fn is_access_line_without_record(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct AccessLine<'a> {
+        #[serde(default, borrow)]
+        audit: Option<Cow<'a, str>>,
+        #[serde(default)]
+        decision: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        response_code: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<AccessLine<'_>>(text).is_ok_and(|line| {
+        line.decision.is_none()
+            && line.response_code.is_some()
+            && line.audit.as_deref().is_none_or(|audit| audit == "-")
+    })
 }
 
 /// Names seen in records, each stored once.
@@ -342,6 +365,7 @@ pub struct ReportBuilder {
     lines: u64,
     records: u64,
     unreadable: u64,
+    without_record: u64,
     outside_period: u64,
     first: Option<i64>,
     last: Option<i64>,
@@ -378,6 +402,10 @@ impl ReportBuilder {
     pub fn add_line(&mut self, line: &str) {
         with_line(line, |line| match line {
             Line::Blank => {}
+            Line::WithoutRecord => {
+                self.lines += 1;
+                self.without_record += 1;
+            }
             Line::Unreadable => {
                 self.lines += 1;
                 self.unreadable += 1;
@@ -803,6 +831,7 @@ impl ReportBuilder {
                 lines: self.lines,
                 records: self.records,
                 unreadable_lines: self.unreadable,
+                lines_without_record: self.without_record,
                 outside_period: self.outside_period,
                 principals: principal_count as u64,
                 secrets: secret_count as u64,
@@ -887,6 +916,9 @@ pub struct Summary {
     pub records: u64,
     /// Lines that hold no readable record (truncated, garbled, not JSON).
     pub unreadable_lines: u64,
+    /// Access-log lines (with a `response_code`) of requests the filter
+    /// never saw: Envoy answered them first (`audit` null or `-`).
+    pub lines_without_record: u64,
     /// Records outside `--since`/`--until`.
     pub outside_period: u64,
     pub principals: u64,
@@ -1261,10 +1293,14 @@ mod tests {
             String::new(),
             "{\"time\":\"2026-12-01T1".to_owned(),
             "not json at all".to_owned(),
+            r#"{"start_time":"x","response_code":401,"audit":null}"#.to_owned(),
+            r#"{"start_time":"x","response_code":401,"audit":"-"}"#.to_owned(),
+            r#"{"start_time":"x","audit":"{\"time\":"}"#.to_owned(),
         ];
         let report = report(&lines);
         let s = &report.summary;
-        assert_eq!((s.records, s.unreadable_lines, s.lines), (7, 2, 9));
+        assert_eq!((s.records, s.unreadable_lines, s.lines), (7, 3, 12));
+        assert_eq!(s.lines_without_record, 2);
         assert_eq!((s.allowed, s.allowed_reads, s.refused), (3, 3, 4));
         assert_eq!((s.principals, s.secrets), (2, 2));
         assert_eq!(s.refusals.policy, 1);

@@ -59,6 +59,7 @@ pub fn tables(report: &Report) -> Vec<(&'static str, String)> {
         ("lines", summary.lines),
         ("records", summary.records),
         ("unreadable_lines", summary.unreadable_lines),
+        ("lines_without_record", summary.lines_without_record),
         ("outside_period", summary.outside_period),
         ("principals", summary.principals),
         ("secrets", summary.secrets),

@@ -157,6 +157,14 @@ pub fn render(report: &Report, logs: &[String], generated_at: &str) -> String {
             summary.unreadable_lines
         );
     }
+    if summary.lines_without_record > 0 {
+        let _ = writeln!(
+            html,
+            "<p class=\"note\" id=\"without-record\">{} access-log line(s) carry no audit record: \
+             requests Envoy answered before the filter saw them (an invalid or expired JWT, for one).</p>",
+            summary.lines_without_record
+        );
+    }
     html.push_str(
         "<h3>Refusals by reason</h3><table id=\"refusals\"><thead><tr><th scope=\"col\">reason</th>\
          <th scope=\"col\" class=\"n\">requests</th></tr></thead><tbody>\n",
