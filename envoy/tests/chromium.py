@@ -57,6 +57,8 @@ class Chromium:
             )
         self.ws: websocket.WebSocket | None = None
         self._ids = itertools.count(1)
+        # Events of the domains a test enabled (Network.enable, ...), in order.
+        self.events: list[dict] = []
         try:
             self._connect()
         except BaseException:
@@ -113,7 +115,10 @@ class Chromium:
         self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.recv())
-            if message.get("id") == call_id:  # everything else is an event nobody subscribed to here
+            if "method" in message and "id" not in message:
+                self.events.append(message)
+                continue
+            if message.get("id") == call_id:
                 if "error" in message:
                     raise CdpError(f"{method}: {message['error']}")
                 return message.get("result", {})

@@ -92,6 +92,16 @@ pub enum MaskMode {
     Redact,
 }
 
+impl MaskMode {
+    /// The name operators configure, and the record's `masking` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskMode::HmacSha256 => "hmac-sha256",
+            MaskMode::Redact => "redact",
+        }
+    }
+}
+
 /// `audit` in the plugin configuration, as operators write it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -723,6 +733,9 @@ struct Record<'a> {
     request_body_truncated: Field<bool>,
     #[serde(skip_serializing_if = "Field::is_omitted")]
     response_body_truncated: Field<bool>,
+    /// How the values in this record were masked, so a reader (an auditor,
+    /// `secretgate report`) never has to guess it from the values.
+    masking: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     inputs: Option<InputsField<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -933,6 +946,7 @@ fn render_record(
             .unless_empty(request_body_truncated, !request_body_truncated),
         response_body_truncated: fields
             .unless_empty(response_body_truncated, !response_body_truncated),
+        masking: config.mode.as_str(),
         inputs: record.inputs.as_ref().map(InputsField::from),
         shadow: record.shadow.as_ref().map(ShadowField::from),
         audit_error,

@@ -483,6 +483,7 @@ impl Config {
             "approvers": rule.approvers,
             "mode": rule.mode.as_str(),
             "outcome": "pending",
+            "request_reason": reason_header,
         }));
         Verdict {
             action: VerdictAction::AskApproval { body, edits },

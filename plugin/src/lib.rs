@@ -24,6 +24,7 @@ pub mod policy_text;
 pub mod reads;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod shapes;
 pub mod templates;
 pub mod usage;

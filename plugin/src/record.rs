@@ -53,6 +53,28 @@ impl Outcome {
             Outcome::AuditUnavailable => "audit_unavailable",
         }
     }
+
+    /// Every outcome, so a reader of records can map a `decision` back.
+    pub const ALL: [Outcome; 13] = [
+        Outcome::Allowed,
+        Outcome::DeniedByPolicy,
+        Outcome::EvaluationError,
+        Outcome::NoIdentity,
+        Outcome::BadRequest,
+        Outcome::MethodNotAllowed,
+        Outcome::HostError,
+        Outcome::AwaitingApproval,
+        Outcome::ApprovalDenied,
+        Outcome::ApprovalRequired,
+        Outcome::ApprovalError,
+        Outcome::NoPolicy,
+        Outcome::AuditUnavailable,
+    ];
+
+    /// The outcome a record's `decision` names.
+    pub fn from_decision(decision: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == decision)
+    }
 }
 
 /// What the policy evaluation read, besides principal, action, resource,

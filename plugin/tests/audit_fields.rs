@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 
 /// Every field the README documents as always present in a full record.
-const ALWAYS_IN_FULL: [&str; 20] = [
+const ALWAYS_IN_FULL: [&str; 21] = [
     "time",
     "request_id",
     "principal",
@@ -32,10 +32,19 @@ const ALWAYS_IN_FULL: [&str; 20] = [
     "token_hmac",
     "request_body_truncated",
     "response_body_truncated",
+    "masking",
 ];
 
 /// Written by both settings, even when empty (a request without an id).
-const NEVER_LEFT_OUT: [&str; 6] = ["time", "request_id", "method", "path", "decision", "reason"];
+const NEVER_LEFT_OUT: [&str; 7] = [
+    "time",
+    "request_id",
+    "method",
+    "path",
+    "decision",
+    "reason",
+    "masking",
+];
 
 fn config(fields: Option<&str>) -> Config {
     let mut audit = json!({"mode": "hmac-sha256", "hmac_key": "an-audit-key-of-some-length"});

@@ -10,6 +10,8 @@
 //!   recorded requests again under candidate policies (see `replay`).
 //! - `secretgate explain ...`: why a policy set decides one request as it
 //!   does (see `explain`).
+//! - `secretgate report --log FILE --out report.html ...`: the access report
+//!   an auditor reads, from the audit records (see `report`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -25,6 +27,12 @@ mod check_mounts;
 mod explain;
 #[path = "secretgate/replay.rs"]
 mod replay;
+#[path = "secretgate/report.rs"]
+mod report;
+#[path = "secretgate/report_csv.rs"]
+mod report_csv;
+#[path = "secretgate/report_html.rs"]
+mod report_html;
 
 const USAGE: &str = "usage: secretgate hmac --key-file FILE [VALUE]
   FILE holds the audit hmac_key (one trailing newline is ignored);
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
         Some("check-mounts") => check_mounts::main(&args[1..]),
         Some("replay") => replay::main(&args[1..]),
         Some("explain") => explain::main(&args[1..]),
+        Some("report") => report::main(&args[1..]),
         Some("hmac") => match hmac(&args) {
             Ok(digest) => {
                 println!("{digest}");
@@ -90,10 +99,11 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "{USAGE}\n{}\n{}\n{}",
+                "{USAGE}\n{}\n{}\n{}\n{}",
                 check_mounts::USAGE,
                 replay::USAGE,
-                explain::USAGE
+                explain::USAGE,
+                report::USAGE
             );
             ExitCode::from(2)
         }

@@ -1,0 +1,133 @@
+//! `secretgate report`: reads access logs line by line into
+//! `secretgate::report` and writes the access report an auditor reads (HTML),
+//! its tables as CSV and its figures as JSON.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secretgate::report::{format_millis, parse_time_millis, Period, ReportBuilder};
+
+use crate::{report_csv, report_html};
+
+pub const USAGE: &str = "usage: secretgate report --log FILE [--log FILE ...] [--since RFC3339] [--until RFC3339] --out report.html [--csv DIR] [--json FILE]
+  an access report from audit records (audit records, or JSON access-log
+  lines with the record in \"audit\"): who read which secret, who was
+  refused, approvals, principals cut off, charts. --since is inclusive,
+  --until exclusive. --csv writes one CSV per table into DIR, --json the
+  same figures as data. Unreadable lines are counted, never fatal.
+  Exit 0: written; 2: an error (bad arguments, unreadable file).";
+
+struct Args {
+    logs: Vec<String>,
+    period: Period,
+    out: PathBuf,
+    csv: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let (mut logs, mut period, mut out, mut csv, mut json) =
+        (Vec::new(), Period::default(), None, None, None);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let Some(value) = rest.next() else {
+            return Err(USAGE.to_owned());
+        };
+        let time = || {
+            parse_time_millis(value)
+                .ok_or_else(|| format!("{flag}: not an RFC 3339 time: {value:?}\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--log" => logs.push(value.clone()),
+            "--since" if period.since.is_none() => period.since = Some(time()?),
+            "--until" if period.until.is_none() => period.until = Some(time()?),
+            "--out" if out.is_none() => out = Some(PathBuf::from(value)),
+            "--csv" if csv.is_none() => csv = Some(PathBuf::from(value)),
+            "--json" if json.is_none() => json = Some(PathBuf::from(value)),
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    let Some(out) = out else {
+        return Err(USAGE.to_owned());
+    };
+    if logs.is_empty() {
+        return Err(USAGE.to_owned());
+    }
+    Ok(Args {
+        logs,
+        period,
+        out,
+        csv,
+        json,
+    })
+}
+
+/// Hands every line of every log to `each`, streaming.
+fn each_line(logs: &[String], mut each: impl FnMut(&str)) -> Result<(), String> {
+    for log in logs {
+        let file = std::fs::File::open(log).map_err(|e| format!("cannot read {log}: {e}"))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("cannot read {log}: {e}"))?;
+            if read == 0 {
+                break;
+            }
+            // A line that is not UTF-8 holds no record: counted, not fatal.
+            each(&String::from_utf8_lossy(&line));
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let args = parse_args(args)?;
+    let mut builder = ReportBuilder::new(args.period);
+    each_line(&args.logs, |line| builder.add_line(line))?;
+    if builder.wants_second_pass() {
+        each_line(&args.logs, |line| builder.add_line_again(line))?;
+    }
+    let report = builder.finish();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let html = report_html::render(&report, &args.logs, &format_millis(now));
+    std::fs::write(&args.out, html)
+        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
+    if let Some(dir) = &args.csv {
+        report_csv::write(&report, dir)?;
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let summary = &report.summary;
+    println!(
+        "{} records ({} unreadable lines, {} outside the period): {} allowed, {} refused, {} approvals approved, {} principal(s) on the off-boarding watch",
+        summary.records,
+        summary.unreadable_lines,
+        summary.outside_period,
+        summary.allowed,
+        summary.refused,
+        summary.approvals.approved,
+        report.offboarding.len()
+    );
+    println!("report: {}", args.out.display());
+    Ok(())
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
