@@ -455,7 +455,8 @@ class Stack:
             extra_clusters=self.extra_clusters,
             wasm_plugin_options=self.wasm_plugin_options,
         )
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
+        # Owner-only: the filter's configuration holds the audit HMAC key and the approval callout token.
+        _write_private(config_file, yaml.safe_dump(config, sort_keys=False, width=120))
         self.envoy_base_id = random.randint(1_000, 4_000_000)  # several Envoys may share the machine
         argv = [
             envoy_binary(),
