@@ -379,11 +379,16 @@ EOF
 say "9. The access report of this run: secretgate report over $RUN_DIR/access.log"
 "$SECRETGATE_CLI" report --log "$RUN_DIR/access.log" --since "$DEMO_SINCE" \
     --out "$RUN_DIR/report.html" --json "$RUN_DIR/report.json"
-note "report: $RUN_DIR/report.html (self-contained HTML), its figures: $RUN_DIR/report.json"
+note "the HTML is self-contained (open it in any browser); the same figures as data in $RUN_DIR/report.json:"
 "$PY" - "$RUN_DIR/report.json" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
-summary = report["summary"]
-print(f"   records {summary['records']}, allowed {summary['allowed']}, approvals approved {summary['approvals']['approved']}")
-print(f"   off-boarding: {json.dumps(report['offboarding'])}")
+summary, approvals = report["summary"], report["summary"]["approvals"]
+print(f"   {summary['records']} records: {summary['allowed']} allowed, {summary['refused']} refused;"
+      f" approvals: {approvals['requested']} requested, {approvals['approved']} approved")
+for grant in report["approvals"]:
+    print(f"   released after approval: {grant['resource']} to {grant['requester']},"
+          f" approved by {grant['approver']} (reason given: {grant['request_reason']})")
+for row in report["offboarding"]:
+    print(f"   cut off: {row['principal']}: allowed from {row['first_allowed']}, refused from {row['first_refusal']}")
 EOF
