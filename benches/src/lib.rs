@@ -2,6 +2,7 @@
 //! generated policy sets of a given size, so micro and load measure the
 //! same sets, and the small HTTP servers the load benchmark runs.
 
+pub mod access_log;
 pub mod policyset;
 pub mod serve;
 

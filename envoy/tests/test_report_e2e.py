@@ -268,3 +268,42 @@ def test_the_page_shows_its_figures_and_charts_in_chromium_and_loads_nothing(tra
         requests = [e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
         assert set(requests) <= {page.as_uri()}, f"the page loaded more than itself: {requests}"
         assert browser.evaluate("performance.getEntriesByType('resource').length") == 0
+
+
+def test_the_cli_finds_a_cut_off_across_chunks_and_threads(tmp_path):
+    """Lines out of time order, over many read chunks (parsed on several threads):
+    the contractor's allow comes last in the file, its refusals first."""
+
+    def line(minute: int, who: str, secret: str, decision: str) -> str:
+        record = {
+            "time": f"2026-12-01T{minute // 60:02d}:{minute % 60:02d}:00.000Z",
+            "request_id": f"r{minute}{who}",
+            "principal": {"type": "Workload", "id": who},
+            "method": "GET",
+            "path": f"/v1/secret/data/{secret}",
+            "action": "read",
+            "resource": f'Secret::"secret/{secret}"',
+            "decision": decision,
+            "reason": "a forbid policy applies" if decision == "deny" else "permitted",
+            "policies": ["offboarded"] if decision == "deny" else ["reads"],
+            "response_body": {"size": 2000, "json": {"data": {"data": {"password": "hmac-sha256:" + "ab" * 32}}}},
+            "masking": "hmac-sha256",
+        }
+        return json.dumps({"response_code": 200, "audit": json.dumps(record)})
+
+    lines = [line(600 + i, "contractor", "shared/db", "deny") for i in range(300)]
+    for i in range(6000):
+        lines.append(line(i % 1400, f"steady-{i % 7}", "shared/db", "allow"))
+        lines.append(line(i % 1400, "stranger", "shared/other", "deny"))
+    lines.append(line(300, "contractor", "shared/db", "allow"))
+    log = tmp_path / "shuffled.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert log.stat().st_size > 5 * (1 << 20), "several read chunks"
+    done = report("--log", log, "--out", tmp_path / "r.html", "--json", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["summary"]["records"] == len(lines)
+    assert [(w["principal"], w["first_allowed"], w["first_refusal"]) for w in data["offboarding"]] == [
+        ('Workload::"contractor"', "2026-12-01T05:00:00.000Z", "2026-12-01T10:00:00.000Z")
+    ]
+    assert 'data-principal="Workload::&quot;contractor&quot;"' in (tmp_path / "r.html").read_text()

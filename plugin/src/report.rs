@@ -116,22 +116,15 @@ impl Period {
 /// Unix milliseconds of an RFC 3339 time (the record's `time`, `--since`).
 pub fn parse_time_millis(text: &str) -> Option<i64> {
     let seconds = parse_rfc3339(text)?;
-    let millis = match text.as_bytes().get(19) {
-        Some(b'.') => {
-            let digits: Vec<u8> = text.as_bytes()[20..]
-                .iter()
-                .copied()
-                .take_while(u8::is_ascii_digit)
-                .take(3)
-                .collect();
-            let mut value = 0i64;
-            for position in 0..3 {
-                value = value * 10 + digits.get(position).map_or(0, |d| i64::from(d - b'0'));
-            }
-            value
+    let mut millis = 0i64;
+    if text.as_bytes().get(19) == Some(&b'.') {
+        let mut digits = text.as_bytes()[20..]
+            .iter()
+            .take_while(|d| d.is_ascii_digit());
+        for _ in 0..3 {
+            millis = millis * 10 + digits.next().map_or(0, |d| i64::from(d - b'0'));
         }
-        _ => 0,
-    };
+    }
     seconds.checked_mul(1000)?.checked_add(millis)
 }
 
@@ -206,26 +199,46 @@ struct Parsed<'a> {
 }
 
 /// What a line holds.
-// It lives on the stack for one call; boxing the record would allocate once
-// per line for nothing.
-#[allow(clippy::large_enum_variant)]
 enum Line<'a> {
     Blank,
     /// An access-log line of a request the filter never saw (Envoy refused
     /// it first, e.g. `jwt_authn` an invalid token): no record to read.
     WithoutRecord,
     Unreadable,
-    Record(Parsed<'a>),
+    Record(Box<Parsed<'a>>),
 }
 
-/// Hands `f` what `text` holds. The record borrows from the text the line
-/// embeds, which lives only as long as this call.
-fn with_line<R>(text: &str, f: impl FnOnce(Line<'_>) -> R) -> R {
-    if text.trim().is_empty() {
-        return f(Line::Blank);
+/// A line read and parsed, owning what the report needs of it, so lines
+/// can be parsed on other threads than the one that counts them.
+pub struct ParsedLine(Line<'static>);
+
+/// The record a line holds: the line itself, or the `audit` field of a
+/// JSON access-log line. One parse of the outer line in the common cases.
+fn record_of(text: &str) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct AccessLine<'a> {
+        #[serde(default, borrow)]
+        audit: Option<Cow<'a, str>>,
     }
-    let Some(record) = record_text(text) else {
-        return f(Line::Unreadable);
+    let text = text.trim();
+    if text.starts_with("{\"time\"") {
+        return Some(Cow::Borrowed(text));
+    }
+    match serde_json::from_str::<AccessLine<'_>>(text) {
+        Ok(AccessLine { audit: Some(audit) }) => Some(audit),
+        // No `audit` string: a record of another field order, or a record
+        // object in `audit`; `record_text` reads both shapes.
+        _ => record_text(text),
+    }
+}
+
+/// Parses one line of a log.
+pub fn parse_line(text: &str) -> ParsedLine {
+    if text.trim().is_empty() {
+        return ParsedLine(Line::Blank);
+    }
+    let Some(record) = record_of(text) else {
+        return ParsedLine(Line::Unreadable);
     };
     let parsed = serde_json::from_str::<RecordFields<'_>>(&record)
         .ok()
@@ -233,13 +246,64 @@ fn with_line<R>(text: &str, f: impl FnOnce(Line<'_>) -> R) -> R {
             Some(Parsed {
                 millis: parse_time_millis(&fields.time)?,
                 outcome: Outcome::from_decision(&fields.decision)?,
-                fields,
+                fields: fields.into_owned(),
             })
         });
-    match parsed {
-        Some(parsed) => f(Line::Record(parsed)),
-        None if is_access_line_without_record(text) => f(Line::WithoutRecord),
-        None => f(Line::Unreadable),
+    ParsedLine(match parsed {
+        Some(parsed) => Line::Record(Box::new(parsed)),
+        None if is_access_line_without_record(text) => Line::WithoutRecord,
+        None => Line::Unreadable,
+    })
+}
+
+/// Whether a line can matter to the second pass (a refusal by a policy):
+/// most lines are skipped without parsing.
+pub fn may_matter_again(text: &str) -> bool {
+    text.contains("deny")
+}
+
+fn owned(value: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(value.into_owned())
+}
+
+impl RecordFields<'_> {
+    /// What the report reads, owned; the time and decision are parsed
+    /// already, and the masking mode is settled here.
+    fn into_owned(self) -> RecordFields<'static> {
+        let masking = match (self.masking.as_deref(), self.token_hmac.as_deref()) {
+            (Some("hmac-sha256"), _) => Cow::Borrowed("hmac-sha256"),
+            (Some("redact"), _) => Cow::Borrowed("redact"),
+            (Some(other), _) => Cow::Owned(other.to_owned()),
+            (None, Some(hmac)) if hmac.starts_with("hmac-sha256:") => Cow::Borrowed("hmac-sha256"),
+            _ => Cow::Borrowed("unknown"),
+        };
+        RecordFields {
+            time: Cow::Borrowed(""),
+            decision: Cow::Borrowed(""),
+            reason: self.reason.map(owned),
+            principal: self.principal.map(|p| PrincipalFields {
+                kind: owned(p.kind),
+                id: owned(p.id),
+            }),
+            action: self.action.map(owned),
+            resource: self.resource.map(owned),
+            policies: self
+                .policies
+                .map(|policies| policies.into_iter().map(owned).collect()),
+            approval: self.approval.map(|a| ApprovalFields {
+                outcome: a.outcome.map(owned),
+                policy: a.policy.map(owned),
+                approvers: a.approvers.map(owned),
+                approver: a.approver.map(owned),
+                grant_id: a.grant_id.map(owned),
+                expires_at: a.expires_at.map(owned),
+                id: a.id.map(owned),
+                reason: a.reason.map(owned),
+                request_reason: a.request_reason.map(owned),
+            }),
+            masking: Some(masking),
+            token_hmac: None,
+        }
     }
 }
 
@@ -400,7 +464,12 @@ impl ReportBuilder {
 
     /// The first pass: every line of every log, once.
     pub fn add_line(&mut self, line: &str) {
-        with_line(line, |line| match line {
+        self.add(&parse_line(line));
+    }
+
+    /// A line parsed by [`parse_line`], in the first pass.
+    pub fn add(&mut self, line: &ParsedLine) {
+        match &line.0 {
             Line::Blank => {}
             Line::WithoutRecord => {
                 self.lines += 1;
@@ -413,12 +482,12 @@ impl ReportBuilder {
             Line::Record(parsed) => {
                 self.lines += 1;
                 if self.period.contains(parsed.millis) {
-                    self.add_record(&parsed);
+                    self.add_record(parsed);
                 } else {
                     self.outside_period += 1;
                 }
             }
-        });
+        }
     }
 
     /// Whether a second pass over the same lines is needed to find when
@@ -432,15 +501,16 @@ impl ReportBuilder {
     /// The second pass, over the same lines in any order: the earliest
     /// policy refusal after each pair's first allow.
     pub fn add_line_again(&mut self, line: &str) {
-        // Only refusals by a policy matter here; most lines are not one.
-        if !line.contains("deny") {
-            return;
+        if may_matter_again(line) {
+            self.add_again(&parse_line(line));
         }
-        with_line(line, |line| {
-            if let Line::Record(parsed) = line {
-                self.add_refusal_again(&parsed);
-            }
-        });
+    }
+
+    /// A line parsed by [`parse_line`], in the second pass.
+    pub fn add_again(&mut self, line: &ParsedLine) {
+        if let Line::Record(parsed) = &line.0 {
+            self.add_refusal_again(parsed);
+        }
     }
 
     fn add_refusal_again(&mut self, parsed: &Parsed<'_>) {
@@ -500,11 +570,7 @@ impl ReportBuilder {
         self.records += 1;
         self.first = Some(self.first.map_or(millis, |f| f.min(millis)));
         self.last = Some(self.last.map_or(millis, |l| l.max(millis)));
-        let masking = match (fields.masking.as_deref(), fields.token_hmac.as_deref()) {
-            (Some(mode), _) => mode,
-            (None, Some(hmac)) if hmac.starts_with("hmac-sha256:") => "hmac-sha256",
-            _ => "unknown",
-        };
+        let masking = fields.masking.as_deref().unwrap_or("unknown");
         match self.masking.get_mut(masking) {
             Some(count) => *count += 1,
             None => {

@@ -21,7 +21,8 @@ const MINUTE_NANOS: u64 = 60_000_000_000;
 const WORKLOADS: [&str; 4] = ["api", "web", "batch", "contractor"];
 
 fn config(contractor_in_ci: bool) -> Config {
-    let mut entities = vec![json!({"uid": {"type": "Group", "id": "ci"}, "attrs": {}, "parents": []})];
+    let mut entities =
+        vec![json!({"uid": {"type": "Group", "id": "ci"}, "attrs": {}, "parents": []})];
     for name in WORKLOADS {
         let in_ci = name != "contractor" || contractor_in_ci;
         entities.push(json!({
@@ -30,7 +31,8 @@ fn config(contractor_in_ci: bool) -> Config {
             "parents": if in_ci { vec![json!({"type": "Group", "id": "ci"})] } else { vec![] },
         }));
     }
-    entities.push(json!({"uid": {"type": "Workload", "id": "stranger"}, "attrs": {}, "parents": []}));
+    entities
+        .push(json!({"uid": {"type": "Workload", "id": "stranger"}, "attrs": {}, "parents": []}));
     let config = json!({
         "schema": SCHEMA,
         "policies": r#"@id("ci-reads-shared") permit (principal in Group::"ci", action == Action::"read", resource in Path::"secret/shared");"#,
@@ -59,7 +61,10 @@ fn record(config: &Config, principal: &str, secret: &str, minute: u64) -> String
     });
     let allowed = verdict.record.outcome.as_str() == "allow";
     let mut reply = config.audit.capture();
-    reply.feed(format!(r#"{{"data":{{"data":{{"password":"{CANARY}"}},"metadata":{{"version":1}}}}}}"#).as_bytes());
+    reply.feed(
+        format!(r#"{{"data":{{"data":{{"password":"{CANARY}"}},"metadata":{{"version":1}}}}}}"#)
+            .as_bytes(),
+    );
     let text = audit::render(
         &config.audit,
         &verdict.record,
@@ -89,7 +94,11 @@ fn the_watch_lists_exactly_the_principal_cut_off_by_the_entities_change() {
         }
     }
     let report = report_of_lines(lines.iter().map(String::as_str), Period::default());
-    let watch: Vec<&str> = report.offboarding.iter().map(|w| w.principal.as_str()).collect();
+    let watch: Vec<&str> = report
+        .offboarding
+        .iter()
+        .map(|w| w.principal.as_str())
+        .collect();
     assert_eq!(watch, [r#"Workload::"contractor""#]);
     let cut = &report.offboarding[0];
     assert_eq!(cut.first_allowed, "2026-12-01T00:00:00.000Z");
@@ -104,5 +113,8 @@ fn the_watch_lists_exactly_the_principal_cut_off_by_the_entities_change() {
     let text = serde_json::to_string(&report).expect("serialises");
     assert!(!text.contains(CANARY));
     assert!(!text.contains("hvs.a-token"));
-    assert_eq!(report.summary.masking.get("hmac-sha256"), Some(&(lines.len() as u64)));
+    assert_eq!(
+        report.summary.masking.get("hmac-sha256"),
+        Some(&(lines.len() as u64))
+    );
 }

@@ -2,12 +2,17 @@
 //! `secretgate::report` and writes the access report an auditor reads (HTML),
 //! its tables as CSV and its figures as JSON.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{mpsc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use secretgate::report::{format_millis, parse_time_millis, Period, ReportBuilder};
+use secretgate::report::{
+    format_millis, may_matter_again, parse_line, parse_time_millis, ParsedLine, Period,
+    ReportBuilder,
+};
 
 use crate::{report_csv, report_html};
 
@@ -64,33 +69,96 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     })
 }
 
-/// Hands every line of every log to `each`, streaming.
-fn each_line(logs: &[String], mut each: impl FnMut(&str)) -> Result<(), String> {
-    for log in logs {
-        let file = std::fs::File::open(log).map_err(|e| format!("cannot read {log}: {e}"))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("cannot read {log}: {e}"))?;
-            if read == 0 {
-                break;
-            }
-            // A line that is not UTF-8 holds no record: counted, not fatal.
-            each(&String::from_utf8_lossy(&line));
+/// Lines are read in chunks of about this many bytes, each parsed whole
+/// by one worker.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Which pass a line is parsed for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    First,
+    Again,
+}
+
+/// Reads every line of every log, streaming, parses the lines on as many
+/// threads as the machine has cores (a record's JSON is most of the work)
+/// and hands each parsed line to `each` on this thread. Order does not
+/// matter to the report, so lines are handed over as chunks finish.
+fn each_line(logs: &[String], pass: Pass, mut each: impl FnMut(&ParsedLine)) -> Result<(), String> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Vec<u8>>(workers * 2);
+    let chunk_rx = Mutex::new(chunk_rx);
+    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Vec<ParsedLine>>(workers * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (chunk_rx, parsed_tx) = (&chunk_rx, parsed_tx.clone());
+            scope.spawn(move || loop {
+                let chunk = match chunk_rx.lock() {
+                    Ok(receiver) => receiver.recv(),
+                    Err(_) => return,
+                };
+                let Ok(chunk) = chunk else { return };
+                let parsed = chunk
+                    .split(|byte| *byte == b'\n')
+                    .map(|line| {
+                        // A line that is not UTF-8 holds no record: counted, not fatal.
+                        let text = match std::str::from_utf8(line) {
+                            Ok(text) => Cow::Borrowed(text),
+                            Err(_) => String::from_utf8_lossy(line),
+                        };
+                        match pass {
+                            Pass::Again if !may_matter_again(&text) => parse_line(""),
+                            _ => parse_line(&text),
+                        }
+                    })
+                    .collect();
+                if parsed_tx.send(parsed).is_err() {
+                    return;
+                }
+            });
         }
-    }
-    Ok(())
+        drop(parsed_tx);
+        let reader = scope.spawn(move || -> Result<(), String> {
+            for log in logs {
+                let file =
+                    std::fs::File::open(log).map_err(|e| format!("cannot read {log}: {e}"))?;
+                let mut reader = BufReader::with_capacity(CHUNK_BYTES, file);
+                let mut chunk = Vec::with_capacity(CHUNK_BYTES * 2);
+                loop {
+                    let read = reader
+                        .read_until(b'\n', &mut chunk)
+                        .map_err(|e| format!("cannot read {log}: {e}"))?;
+                    if read == 0 || chunk.len() >= CHUNK_BYTES {
+                        let full =
+                            std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES * 2));
+                        if !full.is_empty() && chunk_tx.send(full).is_err() {
+                            return Err("the parsing threads stopped".to_owned());
+                        }
+                    }
+                    if read == 0 {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        });
+        for parsed in parsed_rx {
+            parsed.iter().for_each(&mut each);
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err("the log reader failed".to_owned()))
+    })
 }
 
 fn run(args: &[String]) -> Result<(), String> {
     let args = parse_args(args)?;
     let mut builder = ReportBuilder::new(args.period);
-    each_line(&args.logs, |line| builder.add_line(line))?;
+    each_line(&args.logs, Pass::First, |line| builder.add(line))?;
     if builder.wants_second_pass() {
-        each_line(&args.logs, |line| builder.add_line_again(line))?;
+        each_line(&args.logs, Pass::Again, |line| builder.add_again(line))?;
     }
     let report = builder.finish();
     let now = SystemTime::now()
