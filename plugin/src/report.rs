@@ -237,18 +237,22 @@ pub fn parse_line(text: &str) -> ParsedLine {
     if text.trim().is_empty() {
         return ParsedLine(Line::Blank);
     }
-    let Some(record) = record_of(text) else {
-        return ParsedLine(Line::Unreadable);
-    };
-    let parsed = serde_json::from_str::<RecordFields<'_>>(&record)
-        .ok()
-        .and_then(|fields| {
-            Some(Parsed {
-                millis: parse_time_millis(&fields.time)?,
-                outcome: Outcome::from_decision(&fields.decision)?,
-                fields: fields.into_owned(),
+    let parse = |record: &str| {
+        serde_json::from_str::<RecordFields<'_>>(record)
+            .ok()
+            .and_then(|fields| {
+                Some(Parsed {
+                    millis: parse_time_millis(&fields.time)?,
+                    outcome: Outcome::from_decision(&fields.decision)?,
+                    fields: fields.into_owned(),
+                })
             })
-        });
+    };
+    // `record_of` takes a line starting with `"time"` for the record itself;
+    // an access-log format that logs a `time` field first is read the long way.
+    let parsed = record_of(text)
+        .and_then(|record| parse(&record))
+        .or_else(|| record_text(text).and_then(|record| parse(&record)));
     ParsedLine(match parsed {
         Some(parsed) => Line::Record(Box::new(parsed)),
         None if is_access_line_without_record(text) => Line::WithoutRecord,
@@ -1514,6 +1518,21 @@ mod tests {
             .iter()
             .find(|s| s.resource == r#"Secret::"secret/prod""#);
         assert_eq!(prod.expect("listed").grants, ["gr_1"]);
+    }
+
+    #[test]
+    fn an_access_log_whose_first_field_is_time_is_read_through_its_audit_field() {
+        let inner = record("2026-12-01T11:50:00.000Z", Some("api"), "secret/a", "allow");
+        let line = format!(
+            r#"{{"time":"2026-12-01T11:50:00Z","audit":{}}}"#,
+            serde_json::Value::String(inner)
+        );
+        let report = report(&[line]);
+        assert_eq!(
+            (report.summary.records, report.summary.unreadable_lines),
+            (1, 0)
+        );
+        assert_eq!(report.summary.allowed, 1);
     }
 
     #[test]
