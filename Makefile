@@ -18,7 +18,7 @@ setup:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 -p secretgate --lib -- -D warnings
 
 unit: setup

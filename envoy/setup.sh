@@ -75,7 +75,7 @@ build_filter() {
     log "ensuring the wasm32-wasip1 target"
     rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
     log "building the secretgate filter"
-    (cd "$REPO_ROOT" && cargo build --release --target wasm32-wasip1 -p secretgate --lib)
+    (cd "$REPO_ROOT" && cargo build --release --target wasm32-wasip1)
     local wasm="$REPO_ROOT/target/wasm32-wasip1/release/secretgate.wasm"
     if [[ ! -f "$wasm" ]]; then
         log "warning: $wasm was not produced (is the plugin still a stub?)"
@@ -87,7 +87,7 @@ build_filter() {
 # it compiles, where a release build (fat LTO over Cedar) costs ten minutes.
 build_cli() {
     log "building the secretgate CLI"
-    (cd "$REPO_ROOT" && cargo build --bin secretgate)
+    (cd "$REPO_ROOT" && cargo build -p secretgate-cli)
 }
 
 ensure_venv

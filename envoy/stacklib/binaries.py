@@ -44,7 +44,7 @@ def wasm_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def cli_path() -> Path:
-    """The ``secretgate`` CLI: $SECRETGATE_CLI, else the ``cargo build --bin secretgate`` output."""
+    """The ``secretgate`` CLI: $SECRETGATE_CLI, else the ``cargo build -p secretgate-cli`` output."""
     return Path(os.environ.get(CLI_ENV_VAR) or DEFAULT_CLI).resolve()
 
 

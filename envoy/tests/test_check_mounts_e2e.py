@@ -1,7 +1,7 @@
 """`secretgate check-mounts` against a real OpenBao (dev server).
 
 The store gets namespaces and mounts of every kind the check tells apart; the
-real CLI (``cargo build --bin secretgate``, envoy/setup.sh) compares
+real CLI (``cargo build -p secretgate-cli``, envoy/setup.sh) compares
 plugin configurations with it. One line per difference, exit 1; the token is
 read from the environment and never printed.
 """

@@ -23,6 +23,7 @@ use crate::masking::{self, MaskRules, Unmasked};
 use crate::path::{parse_go_bool, query_unescape};
 use crate::record::{DecisionInputs, DecisionRecord, Outcome, ShadowOutcome};
 use crate::shapes::BodyKind;
+use crate::version::FILTER_VERSION;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -736,6 +737,12 @@ struct Record<'a> {
     /// How the values in this record were masked, so a reader (an auditor,
     /// `secretgate report`) never has to guess it from the values.
     masking: &'static str,
+    /// The filter build, configuration and bundle that decided.
+    filter_version: &'static str,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    config_revision: Field<&'a str>,
+    #[serde(skip_serializing_if = "Field::is_omitted")]
+    bundle_revision: Field<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inputs: Option<InputsField<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -947,6 +954,10 @@ fn render_record(
         response_body_truncated: fields
             .unless_empty(response_body_truncated, !response_body_truncated),
         masking: config.mode.as_str(),
+        filter_version: FILTER_VERSION,
+        config_revision: fields.optional(record.revisions.as_ref().map(|r| &*r.config)),
+        bundle_revision: fields
+            .optional(record.revisions.as_ref().and_then(|r| r.bundle.as_deref())),
         inputs: record.inputs.as_ref().map(InputsField::from),
         shadow: record.shadow.as_ref().map(ShadowField::from),
         audit_error,

@@ -84,9 +84,13 @@ pub struct Bundle {
     /// every inline template when present.
     #[serde(default)]
     pub templates: Option<std::collections::BTreeMap<String, Vec<String>>>,
-    /// Free text naming the bundle's version, for logs.
+    /// Free text naming the bundle's version, for logs and records.
     #[serde(default)]
     pub revision: Option<String>,
+    /// The body's [`crate::version::content_revision`], set by [`parse`]:
+    /// what records name the bundle by when it has no `revision`.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 /// Why a fetched bundle was not used.
@@ -121,8 +125,9 @@ pub fn parse(body: &[u8]) -> Result<Bundle, BundleError> {
     if body.len() > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge(body.len()));
     }
-    let bundle: Bundle =
+    let mut bundle: Bundle =
         serde_json::from_slice(body).map_err(|e| BundleError::Format(e.to_string()))?;
+    bundle.digest = crate::version::content_revision(body);
     if bundle.entities.as_ref().is_some_and(|e| !e.is_array()) {
         return Err(BundleError::Format("entities must be a JSON array".into()));
     }

@@ -18,6 +18,7 @@ use crate::classify::{MountError, MountSpecs, MountTable};
 use crate::identity::{can_name_principal, IdentityConfig, IdentitySource, ANONYMOUS_TYPE};
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::templates::TemplateTable;
+use crate::version::{is_plain_revision, Revisions, MAX_REVISION_LEN};
 
 /// The configuration as operators write it (see README: Configuration).
 #[derive(Debug, Deserialize)]
@@ -48,6 +49,10 @@ struct RawConfig {
     recent_reads: Option<RecentReadsConfig>,
     #[serde(default)]
     decision_log: DecisionLog,
+    /// The operator's name for this configuration (a deployment's commit,
+    /// say), carried into every record; its digest when left out.
+    #[serde(default)]
+    revision: Option<String>,
 }
 
 /// `decision_log`: the one-line summary of each decision in Envoy's log,
@@ -165,6 +170,8 @@ pub struct Config {
     /// The sliding window `context.recent_reads` counts over.
     pub recent_reads_window: Duration,
     pub decision_log: DecisionLog,
+    /// The configuration's and the live bundle's revisions, for records.
+    pub revisions: Revisions,
     /// The inline schema, policies and entities: what a bundle leaves out.
     inline: PolicySources,
 }
@@ -196,6 +203,20 @@ fn is_header_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The revisions a filter given the configuration `bytes` names in its
+/// records, before any bundle loads, without validating the rest of it
+/// (`secretgate --version --config`).
+pub fn config_revisions(bytes: &[u8]) -> Result<Revisions, ConfigError> {
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        revision: Option<String>,
+    }
+    let named: Named =
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+    Ok(Revisions::of_config(named.revision.as_deref(), bytes))
 }
 
 impl Config {
@@ -276,8 +297,16 @@ impl Config {
                 ))
             }
         };
+        if let Some(revision) = raw.revision.as_deref() {
+            if !is_plain_revision(revision) {
+                return Err(ConfigError::Json(format!(
+                    "revision must be 1 to {MAX_REVISION_LEN} printable ASCII characters without spaces, quotes or backslashes"
+                )));
+            }
+        }
         let mut config = Config {
             engine: None,
+            revisions: Revisions::of_config(raw.revision.as_deref(), bytes),
             mounts,
             identity: IdentityConfig {
                 source,
@@ -400,9 +429,13 @@ impl Config {
     /// The configuration with a fetched bundle's schema, policies and
     /// entities in place of the inline ones it provides, fully validated.
     pub fn with_bundle(&self, bundle: Bundle) -> Result<Config, ConfigError> {
+        let revisions = self
+            .revisions
+            .with_bundle(bundle.revision.as_deref(), &bundle.digest);
         let engine = self.engine_of(bundle)?;
         Ok(Config {
             engine: Some(Arc::new(engine)),
+            revisions,
             ..self.clone()
         })
     }

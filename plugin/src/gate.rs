@@ -251,6 +251,7 @@ impl Config {
     /// The decision on one request; `reads` keeps `context.recent_reads`.
     pub fn decide_with(&self, facts: &RequestFacts<'_>, reads: &mut dyn ReadCounter) -> Verdict {
         let mut record = arrival_record(&self.audit, facts);
+        record.revisions = Some(self.revisions.clone());
         let Some(engine) = &self.engine else {
             let reason = "no valid policy bundle has been loaded".to_owned();
             return deny(record, Outcome::NoPolicy, 503, "no policy loaded", reason);

@@ -29,6 +29,7 @@ pub mod shapes;
 pub mod templates;
 pub mod usage;
 pub mod verdict;
+pub mod version;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

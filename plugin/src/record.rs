@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::classify::{Action, MountType, ResourceRef};
 use crate::verdict::PolicyVerdict;
+use crate::version::Revisions;
 
 /// Raw paths longer than this are cut in the audit record.
 pub const MAX_LOGGED_PATH: usize = 2048;
@@ -140,6 +141,9 @@ pub struct DecisionRecord {
     /// Set when a shadow policy set is configured and the live one was
     /// evaluated.
     pub shadow: Option<ShadowOutcome>,
+    /// The configuration and bundle it was decided under; `None` only
+    /// when the filter has no configuration.
+    pub revisions: Option<Revisions>,
 }
 
 impl DecisionRecord {
@@ -180,6 +184,7 @@ impl DecisionRecord {
             errors: Vec::new(),
             inputs: None,
             shadow: None,
+            revisions: None,
         }
     }
 

@@ -354,9 +354,7 @@ fn anonymous_needs_the_unauthenticated_type_in_the_schema() {
     let bundle = secretgate::bundle::Bundle {
         schema: Some(without_type),
         policies: Some(policy_file("policies.cedar")),
-        entities: None,
-        templates: None,
-        revision: None,
+        ..Default::default()
     };
     let error = bundled.with_bundle(bundle).unwrap_err().to_string();
     assert!(error.contains("Unauthenticated"), "{error}");

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 
 /// Every field the README documents as always present in a full record.
-const ALWAYS_IN_FULL: [&str; 21] = [
+const ALWAYS_IN_FULL: [&str; 24] = [
     "time",
     "request_id",
     "principal",
@@ -33,10 +33,13 @@ const ALWAYS_IN_FULL: [&str; 21] = [
     "request_body_truncated",
     "response_body_truncated",
     "masking",
+    "filter_version",
+    "config_revision",
+    "bundle_revision",
 ];
 
 /// Written by both settings, even when empty (a request without an id).
-const NEVER_LEFT_OUT: [&str; 7] = [
+const NEVER_LEFT_OUT: [&str; 8] = [
     "time",
     "request_id",
     "method",
@@ -44,6 +47,7 @@ const NEVER_LEFT_OUT: [&str; 7] = [
     "decision",
     "reason",
     "masking",
+    "filter_version",
 ];
 
 fn config(fields: Option<&str>) -> Config {
@@ -57,6 +61,8 @@ fn config(fields: Option<&str>) -> Config {
         "mounts": {"secret": "kv-v2"},
         "identity": {"source": "header", "principal_type": "Workload"},
         "audit": audit,
+        // Named, so both settings' records name the same configuration.
+        "revision": "audit-fields-test",
     });
     Config::from_json(config.to_string().as_bytes()).expect("configuration loads")
 }

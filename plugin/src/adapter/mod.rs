@@ -28,6 +28,7 @@ use crate::identity::IdentitySource;
 use crate::pairs;
 use crate::record::{DecisionRecord, Outcome, ShadowOutcome};
 use crate::usage::{HashKey, ReadCounter, SharedCounter, SharedStore, StoreError};
+use crate::version::{bundle_revision, FILTER_VERSION};
 use abi::HostError;
 
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
@@ -143,7 +144,7 @@ impl SecretgateRoot {
         etag: Option<String>,
     ) {
         let loaded = bundle::parse(body).and_then(|candidate| {
-            let revision = candidate.revision.clone();
+            let revision = bundle_revision(candidate.revision.as_deref(), &candidate.digest);
             let next = match set {
                 PolicySet::Live => config.with_bundle(candidate),
                 PolicySet::Shadow => config.with_shadow(candidate),
@@ -161,9 +162,8 @@ impl SecretgateRoot {
                 abi::log(
                     abi::LOG_INFO,
                     &format!(
-                        "secretgate: {} loaded (revision {}, {policies} policies)",
+                        "secretgate: {} loaded (revision {revision}, {policies} policies)",
                         set.name(),
-                        revision.as_deref().unwrap_or("unnamed"),
                     ),
                 );
                 self.config = Some(Rc::new(next));
@@ -331,7 +331,10 @@ impl RootContext for SecretgateRoot {
                 };
                 abi::log(
                     abi::LOG_INFO,
-                    &format!("secretgate: configuration loaded ({loaded})"),
+                    &format!(
+                        "secretgate {FILTER_VERSION}: configuration loaded ({loaded}), revision {}",
+                        config.revisions.config
+                    ),
                 );
                 self.live = Fetcher::default();
                 self.shadow = Fetcher::default();

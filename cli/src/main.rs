@@ -1,4 +1,4 @@
-//! The operator's command line, next to the filter:
+//! The operator's command line, next to the filter (native only):
 //!
 //! - `secretgate hmac --key-file FILE [VALUE]`: prints the `hmac-sha256:<hex>`
 //!   an audit record in HMAC mode shows for VALUE (read from stdin when
@@ -12,27 +12,32 @@
 //!   does (see `explain`).
 //! - `secretgate report --log FILE --out report.html ...`: the access report
 //!   an auditor reads, from the audit records (see `report`).
+//! - `secretgate --version [--config FILE] [--bundle FILE]`: the filter
+//!   version records name, and the revisions of a configuration and a
+//!   bundle as records name them (see `version`).
+
+// The filter's package owns the name `secretgate.wasm` in a wasm32 build.
+// A WASI command module of this CLI under the same name would overwrite it,
+// and an Envoy given that file would run the CLI's `_start` and log its
+// usage at every start; refuse to build it at all.
+#[cfg(target_arch = "wasm32")]
+compile_error!(
+    "the secretgate CLI is native only; the filter is built with `cargo build --release --target wasm32-wasip1` (package `secretgate`)"
+);
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use secretgate::audit::{AuditConfig, RawAuditConfig};
 
-// In secretgate/ beside this file, so Cargo does not take it for a binary of its own.
-#[path = "secretgate/candidate.rs"]
 mod candidate;
-#[path = "secretgate/check_mounts.rs"]
 mod check_mounts;
-#[path = "secretgate/explain.rs"]
 mod explain;
-#[path = "secretgate/replay.rs"]
 mod replay;
-#[path = "secretgate/report.rs"]
 mod report;
-#[path = "secretgate/report_csv.rs"]
 mod report_csv;
-#[path = "secretgate/report_html.rs"]
 mod report_html;
+mod version;
 
 const USAGE: &str = "usage: secretgate hmac --key-file FILE [VALUE]
   FILE holds the audit hmac_key (one trailing newline is ignored);
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         Some("replay") => replay::main(&args[1..]),
         Some("explain") => explain::main(&args[1..]),
         Some("report") => report::main(&args[1..]),
+        Some("--version") => version::main(&args[1..]),
         Some("hmac") => match hmac(&args) {
             Ok(digest) => {
                 println!("{digest}");
@@ -99,11 +105,12 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "{USAGE}\n{}\n{}\n{}\n{}",
+                "{USAGE}\n{}\n{}\n{}\n{}\n{}",
                 check_mounts::USAGE,
                 replay::USAGE,
                 explain::USAGE,
-                report::USAGE
+                report::USAGE,
+                version::USAGE
             );
             ExitCode::from(2)
         }

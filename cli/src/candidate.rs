@@ -42,6 +42,7 @@ impl PolicySource {
                     entities,
                     templates: None,
                     revision: None,
+                    digest: String::new(),
                 })
             }
             PolicySource::BundleFile(file) => {
