@@ -13,11 +13,13 @@ escaped), which ``URL`` then ``PEM`` decode.
 
 Why it cannot be forged: Envoy removes any copy the client sent and sets it from the
 TLS connection (the route's ``request_headers_to_remove`` / ``request_headers_to_add``);
-OpenBao keeps the header only on a request whose TCP peer is in
+OpenBao reads the header only on a request whose TCP peer is in
 ``x_forwarded_for_authorized_addrs`` and which carries ``X-Forwarded-For`` (Envoy adds
-it, ``use_remote_address``), and drops it otherwise. Without
-``x_forwarded_for_authorized_addrs`` OpenBao would take the header from anyone who
-reaches the listener.
+it, ``use_remote_address``). It would merely drop the header otherwise; with
+``x_forwarded_for_reject_not_present`` and ``x_forwarded_for_reject_not_authorized``, as
+OpenBao's documentation advises, it refuses such a request with 400, so the listener
+serves Envoy and nobody else. Without ``x_forwarded_for_authorized_addrs`` OpenBao would
+take the header from anyone who reaches the listener.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ OPENBAO_DECODERS = ["URL", "PEM"]
 
 
 def openbao_listener(port: int, cluster_port: int) -> dict:
-    """OpenBao's listener for Envoy: trusts ``CLIENT_CERT_HEADER`` from ``ENVOY_SOURCE_ADDRESS`` only.
+    """OpenBao's listener for Envoy: serves ``ENVOY_SOURCE_ADDRESS`` only, and trusts its ``CLIENT_CERT_HEADER``.
 
     Its own ``cluster_address``: a dev server otherwise claims the listener's port + 1."""
     return {
@@ -47,6 +49,8 @@ def openbao_listener(port: int, cluster_port: int) -> dict:
             "cluster_address": f"{LOOPBACK}:{cluster_port}",
             "tls_disable": True,
             "x_forwarded_for_authorized_addrs": f"{ENVOY_SOURCE_ADDRESS}/32",
+            "x_forwarded_for_reject_not_present": True,
+            "x_forwarded_for_reject_not_authorized": True,
             "x_forwarded_for_client_cert_header": CLIENT_CERT_HEADER,
             "x_forwarded_for_client_cert_decoders": OPENBAO_DECODERS,
         }

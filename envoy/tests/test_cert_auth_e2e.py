@@ -278,34 +278,40 @@ def test_the_gate_refuses_a_login_no_policy_permits_before_openbao_sees_it(cert_
     assert record["decision"] == "deny" and record["action"] == "login"
 
 
+NO_CERTIFICATE = "no client certificate found"
+NOT_FORWARDED = "missing x-forwarded-for header and configured to reject when not present"
+NOT_ENVOY = "client address not authorized for x-forwarded-for and configured to reject connection"
+
+
 @pytest.mark.parametrize(
-    "listener, source, forwarded_for, logs_in",
+    "listener, source, forwarded_for, refusal",
     [
         # The control: OpenBao does take the header from Envoy's address, with X-Forwarded-For.
-        ("forwarding", ENVOY_SOURCE_ADDRESS, True, True),
-        # From Envoy's address but without X-Forwarded-For: OpenBao drops the header.
-        ("forwarding", ENVOY_SOURCE_ADDRESS, False, False),
-        # Anyone else on the machine reaching the forwarding listener: dropped.
-        ("forwarding", stack_module.LOOPBACK, True, False),
+        ("forwarding", ENVOY_SOURCE_ADDRESS, True, None),
+        # From Envoy's address but without X-Forwarded-For: refused (it would be dropped without reject_not_present).
+        ("forwarding", ENVOY_SOURCE_ADDRESS, False, NOT_FORWARDED),
+        # Anyone else on the machine reaching the forwarding listener: refused.
+        ("forwarding", stack_module.LOOPBACK, True, NOT_ENVOY),
+        ("forwarding", stack_module.LOOPBACK, False, NOT_FORWARDED),
         # The dev listener has no forwarded-certificate setting: the header means nothing there.
-        ("dev", ENVOY_SOURCE_ADDRESS, True, False),
+        ("dev", ENVOY_SOURCE_ADDRESS, True, NO_CERTIFICATE),
     ],
 )
 def test_straight_to_openbao_the_header_counts_only_from_envoys_address(
-    cert_stack, certs, issued, listener, source, forwarded_for, logs_in
+    cert_stack, certs, issued, listener, source, forwarded_for, refusal
 ):
     port = cert_stack.bao_forwarded_port if listener == "forwarding" else cert_stack.bao_port
     headers = {CLIENT_CERT_HEADER: forged_header(certs["api"])}
     if forwarded_for:
         headers["X-Forwarded-For"] = "198.51.100.7"
     status, reply = direct_login(port, source, headers)
-    if logs_in:
+    if refusal is None:
         assert status == 200, reply
         issued.token(reply["auth"]["client_token"])
         assert reply["auth"]["metadata"]["cert_name"] == "ci-api"
     else:
         assert status == 400, reply
-        assert reply["errors"] == ["no client certificate found"]
+        assert reply["errors"] == [refusal]
 
 
 def test_openbao_cannot_read_envoys_x_forwarded_client_cert_value(cert_stack, certs):
