@@ -260,6 +260,20 @@ def test_a_certificate_header_the_client_sends_is_replaced_by_the_one_it_present
     assert record["decision"] == "allow" and record["response_status"] == 200
 
 
+def test_a_forged_header_without_a_client_certificate_never_becomes_a_request(cert_stack, certs):
+    mark = cert_stack.bao_audit_mark()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(
+            cert_stack.envoy_url + LOGIN_PATH,
+            json={},
+            headers={CLIENT_CERT_HEADER: forged_header(certs["api"])},
+            verify=str(cert_stack.ca_cert),
+            timeout=30,
+        )
+    # Envoy requires a client certificate: the handshake fails, so no request reached OpenBao.
+    assert cert_stack.bao_audit_entries(since=mark) == []
+
+
 def test_a_forged_header_from_a_certificate_no_role_accepts_logs_nobody_in(cert_stack, certs):
     login = envoy_login(cert_stack, certs["batch"], {CLIENT_CERT_HEADER: forged_header(certs["api"])})
     assert login.status_code == 400, login.text
