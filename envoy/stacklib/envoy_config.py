@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .binaries import LOOPBACK
+from .forwarded_cert import envoy_route_headers, envoy_upstream_bind
 from .pki import DevPki
 from .tokens import (
     CLAIMS_METADATA_KEY,
@@ -51,6 +52,7 @@ def envoy_config(
     mtls: DevPki | None = None,
     extra_clusters: dict[str, int] | None = None,
     wasm_plugin_options: dict | None = None,
+    forward_client_cert: bool = False,
 ) -> dict:
     """Envoy bootstrap: jwt_authn -> secretgate wasm -> router -> OpenBao.
 
@@ -63,7 +65,13 @@ def envoy_config(
     ``extra_clusters`` adds loopback clusters by name (e.g. the approval service).
     ``wasm_plugin_options`` adds fields to the Wasm filter's PluginConfig
     (e.g. ``{"allow_on_headers_stop_iteration": True}``).
+    ``forward_client_cert`` (with ``mtls``) hands OpenBao the verified client certificate for
+    its cert auth: Envoy sets the header ``forwarded_cert.CLIENT_CERT_HEADER`` on every request
+    and connects to OpenBao (``bao_port``: the listener that trusts it) from
+    ``forwarded_cert.ENVOY_SOURCE_ADDRESS``.
     """
+    if forward_client_cert and mtls is None:
+        raise ValueError("forward_client_cert needs mtls: only a certificate Envoy verified may be forwarded")
     if not isinstance(plugin_configuration, str):
         plugin_configuration = json.dumps(plugin_configuration)
     connection_manager = {
@@ -83,7 +91,13 @@ def envoy_config(
                 {
                     "name": "openbao",
                     "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "openbao", "timeout": "30s"}}],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "route": {"cluster": "openbao", "timeout": "30s"},
+                            **(envoy_route_headers() if forward_client_cert else {}),
+                        }
+                    ],
                 }
             ],
         },
@@ -114,16 +128,20 @@ def envoy_config(
                 }
             ],
             "clusters": [
-                _loopback_cluster(name, port)
-                for name, port in {"openbao": bao_port, JWKS_CLUSTER: jwks_port, **(extra_clusters or {})}.items()
+                _loopback_cluster("openbao", bao_port, envoy_upstream_bind() if forward_client_cert else None),
+                *(
+                    _loopback_cluster(name, port)
+                    for name, port in {JWKS_CLUSTER: jwks_port, **(extra_clusters or {})}.items()
+                ),
             ],
         },
     }
 
 
-def _loopback_cluster(name: str, port: int) -> dict:
+def _loopback_cluster(name: str, port: int, upstream_bind: dict | None = None) -> dict:
     return {
         "name": name,
+        **({"upstream_bind_config": upstream_bind} if upstream_bind else {}),
         "type": "STATIC",
         "connect_timeout": "2s",
         # No protocol options: upstream HTTP/1.1 is Envoy's default.

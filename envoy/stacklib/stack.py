@@ -31,6 +31,7 @@ from .binaries import (
 )
 from .bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer
 from .envoy_config import envoy_config
+from .forwarded_cert import openbao_listener
 from .pki import CertFiles, DevPki
 from .plugin_config import MOUNTS, default_plugin_config
 from .processes import (
@@ -63,6 +64,13 @@ class Stack:
     ``envoy_url`` is then ``https://``, clients verify it with ``ca_cert`` and
     present a certificate from ``issue_client_cert``.
 
+    ``forward_client_cert=True`` (needs ``mtls=True``) keeps OpenBao's cert auth
+    working behind the gate: Envoy sends the certificate it verified in a header
+    (``forwarded_cert.CLIENT_CERT_HEADER``), to a second OpenBao listener
+    (``bao_forwarded_url``) that trusts the header only from Envoy's source
+    address (see ``forwarded_cert``). ``bao_url`` stays the dev listener, which
+    ignores the header.
+
     Envoy verifies CI tokens against the JWKS that ``self.jwks_server`` serves
     (``envoy/jwks_server.py``), fetched again every ``jwks_cache_s`` seconds.
     At first it publishes ``self.signing_key`` alone; ``publish_jwks`` serves
@@ -87,7 +95,10 @@ class Stack:
         concurrency: int = 1,
         jwks_cache_s: int = DEFAULT_JWKS_CACHE_S,
         shadow_dir: str | os.PathLike | None = None,
+        forward_client_cert: bool = False,
     ):
+        if forward_client_cert and not mtls:
+            raise StackError("forward_client_cert needs mtls=True: only a certificate Envoy verified may be forwarded")
         self.run_dir = Path(run_dir).resolve()
         # Envoy worker threads, each with its own VM; more than one lets
         # requests race on shared data (recent_reads counts).
@@ -106,7 +117,11 @@ class Stack:
         self.extra_clusters: dict[str, int] = {}
         # Extra fields of the Wasm filter's PluginConfig (see envoy_config).
         self.wasm_plugin_options: dict = {}
-        self.bao_port, self.listen_port, self.admin_port = free_ports(3)
+        self.forward_client_cert = forward_client_cert
+        # One call, so the ports are distinct: OpenBao's forwarding listener and its cluster port come last.
+        ports = free_ports(5 if forward_client_cert else 3)
+        self.bao_port, self.listen_port, self.admin_port = ports[:3]
+        self.bao_forwarded_port, self._bao_forwarded_cluster_port = ports[3:] or (None, None)
         # Policies directories served by envoy/bundle_server.py: the live bundle
         # (cluster "bundles") and the shadow bundle (cluster "shadows").
         self.bundle_dir = Path(bundle_dir).resolve() if bundle_dir else None
@@ -126,6 +141,14 @@ class Stack:
     @property
     def bao_url(self) -> str:
         return f"http://{LOOPBACK}:{self.bao_port}"
+
+    @property
+    def bao_forwarded_url(self) -> str:
+        """OpenBao's listener for Envoy (``forward_client_cert=True``): it trusts the forwarded
+        certificate header from Envoy's source address only."""
+        if self.bao_forwarded_port is None:
+            raise StackError("this stack was created without forward_client_cert=True")
+        return f"http://{LOOPBACK}:{self.bao_forwarded_port}"
 
     @property
     def envoy_url(self) -> str:
@@ -311,7 +334,11 @@ class Stack:
         # decoder flattens the stanza and OpenBao reports "audit type must be specified".)
         device = {"description": "every request OpenBao saw", "options": {"file_path": str(self.path("bao-audit.log"))}}
         audit = {"file": {"secretgate-audit": device}}
-        config.write_text(json.dumps({"audit": [audit]}, indent=2))
+        bao_config: dict = {"audit": [audit]}
+        if self.forward_client_cert:
+            # The dev listener stays as it is; this one is Envoy's (see forwarded_cert).
+            bao_config["listener"] = [openbao_listener(self.bao_forwarded_port, self._bao_forwarded_cluster_port)]
+        config.write_text(json.dumps(bao_config, indent=2))
         home = self.path("bao-home")
         home.mkdir(exist_ok=True)
         argv = [
@@ -344,7 +371,8 @@ class Stack:
     def _bao_healthy(self) -> bool:
         with contextlib.suppress(OSError):
             status, _ = _http("GET", f"{self.bao_url}/v1/sys/health", timeout=1.0)
-            return status == 200
+            # Envoy's listener, when there is one, must serve too before Envoy is pointed at it.
+            return status == 200 and (self.bao_forwarded_port is None or port_accepts(self.bao_forwarded_port))
         return False
 
     def bao_request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -445,7 +473,7 @@ class Stack:
         config = envoy_config(
             listen_port=self.listen_port,
             admin_port=self.admin_port,
-            bao_port=self.bao_port,
+            bao_port=self.bao_forwarded_port if self.forward_client_cert else self.bao_port,
             wasm=self.wasm,
             plugin_configuration=self.plugin_configuration,
             jwks_port=self.jwks_server.port,
@@ -454,6 +482,7 @@ class Stack:
             mtls=self.pki,
             extra_clusters=self.extra_clusters,
             wasm_plugin_options=self.wasm_plugin_options,
+            forward_client_cert=self.forward_client_cert,
         )
         # Owner-only: the filter's configuration holds the audit HMAC key and the approval callout token.
         _write_private(config_file, yaml.safe_dump(config, sort_keys=False, width=120))
@@ -521,6 +550,7 @@ class Stack:
                 "exe": bao_binary(),
                 "port": self.bao_port,
                 "url": self.bao_url,
+                "forwarded_cert_url": self.bao_forwarded_url if self.forward_client_cert else None,
                 "root_token": self.root_token,
                 "log": str(self.path("bao.log")),
                 "audit_log": str(self.path("bao-audit.log")),
