@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Renders the deployment manifests in envoy/deploy/ from one source of truth.
 
-    python envoy/deploy/render.py                 # rewrite the committed manifests
-    python envoy/deploy/render.py --check         # exit 1 if a committed file differs
-    python envoy/deploy/render.py --out DIR \\
+    .venv/bin/python envoy/deploy/render.py                 # rewrite the committed manifests
+    .venv/bin/python envoy/deploy/render.py --check         # exit 1 if a committed file differs
+    .venv/bin/python envoy/deploy/render.py --out DIR \\
         --code-url https://artifacts.example.com/secretgate/0.1.0/secretgate.wasm \\
-        --code-sha256 "$(cut -d' ' -f1 dist/secretgate.wasm.sha256)" \\
+        --code-sha256 "$(sha256sum secretgate.wasm | cut -d' ' -f1)" \\
         --image oci://registry.example.com/secretgate/filter:0.1.0 \\
         --image-digest <the image manifest's sha256>   # manifests for your deployment
 
@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     if stale:
-        print("out of date (run python envoy/deploy/render.py): " + ", ".join(stale), file=sys.stderr)
+        print("out of date (run .venv/bin/python envoy/deploy/render.py): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

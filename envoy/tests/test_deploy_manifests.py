@@ -72,7 +72,7 @@ def test_the_committed_manifests_are_what_render_py_writes():
     committed = {str(path.relative_to(DEPLOY_DIR)) for path in DEPLOY_DIR.rglob("*.yaml")}
     assert committed == set(rendered), "a manifest is not rendered by render.py (or one is missing)"
     stale = [name for name, text in rendered.items() if (DEPLOY_DIR / name).read_text() != text]
-    assert not stale, f"out of date, run python envoy/deploy/render.py: {stale}"
+    assert not stale, f"out of date, run .venv/bin/python envoy/deploy/render.py: {stale}"
 
 
 def test_every_manifest_parses_into_named_kubernetes_objects():
