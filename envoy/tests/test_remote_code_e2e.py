@@ -6,8 +6,9 @@ filter as with a local file. When the bytes do not match the digest, or the
 server cannot be reached, Envoy 1.40 does not exit: it retries
 (``retry_policy``), gives up, starts its listener anyway and, as the filter is
 ``FAIL_CLOSED``, answers every request 503 with an empty body
-(``wasm_fail_stream``); nothing reaches OpenBao. See README, "Remote loading
-with a digest".
+(``wasm_fail_stream``); nothing reaches OpenBao. The same bytes as a local
+file make Envoy exit at startup instead. See README, "Remote loading with a
+digest".
 """
 
 from __future__ import annotations
@@ -125,3 +126,18 @@ def assert_every_request_refused_before_openbao(running) -> None:
         ("wasm_fail_stream", None, None)
     ] * len(answers)
     assert running.bao_audit_entries(since=mark) == []
+
+
+def test_the_same_bytes_as_a_local_file_make_envoy_exit_instead(make_stack, tmp_path):
+    # The contrast the README draws: a local module that does not load stops Envoy at startup,
+    # where a remote one that fails its digest leaves Envoy up and refusing everything.
+    corrupted = tmp_path / MODULE
+    corrupted.write_bytes(stack_module.wasm_path().read_bytes() + b"\0")
+    running = make_stack(jwt_config(), wasm=corrupted)
+
+    with pytest.raises(stack_module.ProcessStartupError) as failed:
+        running.start()
+
+    assert failed.value.returncode == 1
+    assert "Unable to create Wasm plugin secretgate" in failed.value.log_tail
+    assert not running.envoy_running()
