@@ -43,8 +43,11 @@ from stacklib.binaries import (  # noqa: F401 (re-exported)
 )
 from stacklib.bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer  # noqa: F401 (re-exported)
 from stacklib.cli import main
+from stacklib.code_server import CodeServer, sha256_hex  # noqa: F401 (re-exported)
 from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     CLIENT_ADDRESS_OPTIONS,
+    FILTER_CODE_CLUSTER,
+    FILTER_CODE_RETRIES,
     JWT_LOCAL_REPLY_CONFIG,
     _file_access_log_to,
     _json_access_log,
@@ -55,6 +58,7 @@ from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     _socket_address,
     downstream_tls_context,
     envoy_config,
+    remote_wasm_code,
 )
 from stacklib.pki import CertFiles, DevPki  # noqa: F401 (re-exported)
 from stacklib.plugin_config import (  # noqa: F401 (re-exported)

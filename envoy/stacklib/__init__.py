@@ -6,6 +6,7 @@ Layers import only downwards, never back up:
     processes     spawning and stopping processes by PID, startup errors
     tokens        CI claims, signing keys, the JWKS file and its server
     bundles       the policy bundle servers (live and shadow)
+    code_server   the file server Envoy fetches the filter's code from (remote loading)
     pki           the development CA for mTLS
     forwarded_cert  OpenBao cert auth behind the gate: the header Envoy sets, OpenBao's listener for it
     plugin_config the filter's JSON configuration

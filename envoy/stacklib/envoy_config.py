@@ -53,6 +53,7 @@ def envoy_config(
     extra_clusters: dict[str, int] | None = None,
     wasm_plugin_options: dict | None = None,
     forward_client_cert: bool = False,
+    wasm_code: dict | None = None,
 ) -> dict:
     """Envoy bootstrap: jwt_authn -> secretgate wasm -> router -> OpenBao.
 
@@ -69,6 +70,9 @@ def envoy_config(
     its cert auth: Envoy sets the header ``forwarded_cert.CLIENT_CERT_HEADER`` on every request
     and connects to OpenBao (``bao_port``: the listener that trusts it) from
     ``forwarded_cert.ENVOY_SOURCE_ADDRESS``.
+    ``wasm_code`` replaces the filter's ``vm_config.code`` (default: the local
+    file ``wasm``), e.g. ``remote_wasm_code(...)``; its cluster must be among
+    ``extra_clusters``.
     """
     if forward_client_cert and mtls is None:
         raise ValueError("forward_client_cert needs mtls: only a certificate Envoy verified may be forwarded")
@@ -103,7 +107,7 @@ def envoy_config(
         },
         "http_filters": [
             _jwt_authn_filter(jwks_cache_s),
-            _secretgate_filter(wasm, plugin_configuration, wasm_plugin_options),
+            _secretgate_filter(wasm, plugin_configuration, wasm_plugin_options, wasm_code),
             _router_filter(),
         ],
     }
@@ -265,7 +269,29 @@ JWT_LOCAL_REPLY_CONFIG = {
 }
 
 
-def _secretgate_filter(wasm: Path, configuration: str, options: dict | None = None) -> dict:
+# The cluster Envoy fetches the filter's code from when it is loaded remotely.
+FILTER_CODE_CLUSTER = "filter_code"
+# Fetch attempts after the first, when the code server fails or sends other bytes.
+FILTER_CODE_RETRIES = 2
+
+
+def remote_wasm_code(uri: str, sha256: str, cluster: str = FILTER_CODE_CLUSTER, retries: int = FILTER_CODE_RETRIES) -> dict:
+    """``vm_config.code`` that fetches the module from ``uri`` over ``cluster`` and loads it only if its
+    SHA-256 is ``sha256`` (hex). Envoy fetches it once, before the listener serves; see README,
+    "Remote loading with a digest", for what happens when the digest does not match."""
+    return {
+        "remote": {
+            "http_uri": {"uri": uri, "cluster": cluster, "timeout": "10s"},
+            "sha256": sha256,
+            "retry_policy": {
+                "num_retries": retries,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"},
+            },
+        }
+    }
+
+
+def _secretgate_filter(wasm: Path, configuration: str, options: dict | None = None, code: dict | None = None) -> dict:
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -278,7 +304,7 @@ def _secretgate_filter(wasm: Path, configuration: str, options: dict | None = No
                 "vm_config": {
                     "vm_id": "secretgate",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm)}},
+                    "code": code or {"local": {"filename": str(wasm)}},
                 },
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
                 **(options or {}),

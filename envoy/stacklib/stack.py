@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -30,8 +31,9 @@ from .binaries import (
     wasm_path,
 )
 from .bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer
-from .envoy_config import envoy_config
+
 from .forwarded_cert import openbao_listener
+from .envoy_config import FILTER_CODE_CLUSTER, envoy_config, remote_wasm_code
 from .pki import CertFiles, DevPki
 from .plugin_config import MOUNTS, default_plugin_config
 from .processes import (
@@ -82,6 +84,10 @@ class Stack:
     in a process of its own. ``start`` waits for the live bundle to load, not
     for the shadow: a shadow that never loads must not keep Envoy from
     serving (``wait_shadow_loaded`` waits for it).
+
+    ``code_url`` (with ``code_sha256``, hex) makes Envoy fetch the filter over
+    HTTP (``vm_config.code.remote``, cluster "filter_code") from a loopback
+    server the caller runs (e.g. ``CodeServer``), instead of reading ``wasm``.
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class Stack:
         jwks_cache_s: int = DEFAULT_JWKS_CACHE_S,
         shadow_dir: str | os.PathLike | None = None,
         forward_client_cert: bool = False,
+        code_url: str | None = None,
+        code_sha256: str | None = None,
     ):
         if forward_client_cert and not mtls:
             raise StackError("forward_client_cert needs mtls=True: only a certificate Envoy verified may be forwarded")
@@ -107,6 +115,10 @@ class Stack:
         # None: built from policies/ when Envoy first starts (OpenBao-only use needs no policies).
         self.plugin_configuration = plugin_config
         self.wasm = wasm_path(wasm)
+        if (code_url is None) != (code_sha256 is None):
+            raise StackError("code_url and code_sha256 go together: Envoy loads remote code only with its digest")
+        self.code_url = code_url
+        self.code_sha256 = code_sha256
         self.seed_file = Path(seed_file)
         self.signing_key = DevSigningKey.load_or_create(self.run_dir)
         self.jwks_cache_s = jwks_cache_s
@@ -465,7 +477,8 @@ class Stack:
             self.plugin_configuration = plugin_config
         if self.plugin_configuration is None:
             self.plugin_configuration = default_plugin_config()
-        if not self.wasm.is_file():
+        wasm_code = self._remote_wasm_code()
+        if wasm_code is None and not self.wasm.is_file():
             raise StackError(f"filter not found at {self.wasm}: run envoy/setup.sh or set ${WASM_ENV_VAR}")
         # Envoy fetches the keys before its listener serves, so their server comes first.
         self.start_jwks_server()
@@ -483,6 +496,7 @@ class Stack:
             extra_clusters=self.extra_clusters,
             wasm_plugin_options=self.wasm_plugin_options,
             forward_client_cert=self.forward_client_cert,
+            wasm_code=wasm_code,
         )
         # Owner-only: the filter's configuration holds the audit HMAC key and the approval callout token.
         _write_private(config_file, yaml.safe_dump(config, sort_keys=False, width=120))
@@ -508,6 +522,16 @@ class Stack:
             wait_ready("Envoy", self._envoy, logs, offsets, self._envoy_ready)
         finally:
             self._write_state()
+
+    def _remote_wasm_code(self) -> dict | None:
+        """``vm_config.code`` fetching ``code_url`` (None: the local ``wasm`` file), and its cluster."""
+        if self.code_url is None or self.code_sha256 is None:
+            return None
+        url = urlsplit(self.code_url)
+        if url.scheme != "http" or url.hostname != LOOPBACK or url.port is None:
+            raise StackError(f"code_url must be http://{LOOPBACK}:<port>/...: {self.code_url}")
+        self.extra_clusters[FILTER_CODE_CLUSTER] = url.port
+        return remote_wasm_code(self.code_url, self.code_sha256)
 
     def stop_envoy(self) -> None:
         if self._envoy is not None:
@@ -545,6 +569,8 @@ class Stack:
             "status": self.status,
             "run_dir": str(self.run_dir),
             "wasm": str(self.wasm),
+            "code_url": self.code_url,
+            "code_sha256": self.code_sha256,
             "bao": {
                 "pid": self._bao.pid if self._bao and self._bao.poll() is None else None,
                 "exe": bao_binary(),
