@@ -31,9 +31,8 @@ from .binaries import (
     wasm_path,
 )
 from .bundles import BUNDLE_CLUSTER, SHADOW_CLUSTER, PolicyServer
-
-from .forwarded_cert import openbao_listener
 from .envoy_config import FILTER_CODE_CLUSTER, envoy_config, remote_wasm_code
+from .forwarded_cert import openbao_listener
 from .pki import CertFiles, DevPki
 from .plugin_config import MOUNTS, default_plugin_config
 from .processes import (
