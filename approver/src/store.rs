@@ -811,14 +811,14 @@ mod tests {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(by(Some("revoked"), None, None), [revoked.clone()]);
-        assert_eq!(by(Some("approved"), None, None), [approved.clone()]);
-        assert_eq!(by(Some("expired"), None, None), [expired.clone()]);
+        assert_eq!(by(Some("revoked"), None, None), [revoked.as_str()]);
+        assert_eq!(by(Some("approved"), None, None), [approved.as_str()]);
+        assert_eq!(by(Some("expired"), None, None), [expired.as_str()]);
         assert_eq!(
             by(Some("denied"), None, None),
-            [carol.clone(), denied.clone()]
+            [carol.as_str(), denied.as_str()]
         );
-        assert_eq!(by(Some("denied"), Some("bo"), None), [denied.clone()]);
+        assert_eq!(by(Some("denied"), Some("bo"), None), [denied.as_str()]);
         assert_eq!(by(None, Some("carol"), Some("secret/a")), [carol]);
         assert_eq!(by(None, Some("bob"), Some("secret/b")), [approved]);
         assert!(by(Some("pending"), None, None).is_empty());
