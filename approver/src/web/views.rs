@@ -134,7 +134,7 @@ fn pending_item(item: &PendingItem<'_>, csrf: &str, now: i64) -> String {
 <section class=\"why\"><h4>Reason</h4><p class=\"reason\">{reason}</p></section>\
 <section class=\"unlocks\"><h4>What it unlocks</h4><dl>\
 <dt>Action</dt><dd class=\"action\">{action}</dd>\
-<dt>Path</dt><dd class=\"path\"><code>{resource}</code></dd>\
+<dt>Path</dt><dd class=\"path\"><code>{path}</code></dd>\
 <dt>Policies requiring approval</dt><dd class=\"policies\"><ul>{policies}</ul></dd>\
 <dt>Approval group</dt><dd class=\"group\">{group}</dd>\
 <dt>Grant lifetime if approved</dt><dd class=\"ttl\" data-ttl-s=\"{ttl_s}\">{ttl} ({ttl_s} s)</dd>\
@@ -146,6 +146,7 @@ fn pending_item(item: &PendingItem<'_>, csrf: &str, now: i64) -> String {
 </div>{decide}</article>",
         action = esc(&a.scope.action),
         resource = esc(&a.scope.resource),
+        path = esc(&secret_path(&a.scope.resource)),
         ptype = esc(&a.scope.principal_type),
         pid = esc(&a.scope.principal_id),
         claims = claims_table(a),
@@ -177,6 +178,22 @@ fn decide_forms(id: &str, own: bool, csrf: &str) -> String {
 <input type=\"text\" name=\"reason\" id=\"reason-{id}\" required> \
 <button type=\"submit\" class=\"deny\" id=\"deny-{id}\" aria-describedby=\"title-{id}\">Deny</button></form></div>"
     )
+}
+
+/// The secret's path out of the Cedar entity the filter names
+/// (`Secret::"secret/prod/db"`), or the resource as sent when it is no
+/// such entity.
+pub fn secret_path(resource: &str) -> String {
+    let quoted = resource
+        .split_once("::\"")
+        .and_then(|(_, rest)| rest.strip_suffix('"'));
+    let Some(inner) = quoted else {
+        return resource.to_owned();
+    };
+    match serde_json::from_str::<String>(&format!("\"{inner}\"")) {
+        Ok(path) => path,
+        Err(_) => resource.to_owned(),
+    }
 }
 
 /// Every claim the filter sent, the CI ones first.
@@ -400,7 +417,7 @@ mod tests {
             },
             claims: claims.as_object().cloned().unwrap_or_default(),
             action: "read".into(),
-            resource: "secret/prod/acme/api/db".into(),
+            resource: r#"Secret::"secret/prod/acme/api/db""#.into(),
             policies: vec!["prod-needs-approval".into()],
             approvers: "secops".into(),
             reason: reason.into(),
@@ -506,6 +523,17 @@ target=\"_blank\">https://x.example/?a=&quot;b&quot;&amp;c=&lt;d&gt;</a>"
         assert!(html.contains("your own request"));
         assert!(html.contains("not held"));
         assert!(!html.contains("countdown hold"));
+    }
+
+    #[test]
+    fn the_path_is_read_out_of_the_secret_entity() {
+        assert_eq!(secret_path(r#"Secret::"secret/prod/db""#), "secret/prod/db");
+        assert_eq!(secret_path(r#"Secret::"a\"b""#), "a\"b");
+        assert_eq!(secret_path("secret/prod/db"), "secret/prod/db");
+        assert_eq!(
+            secret_path(r#"Secret::"unterminated"#),
+            r#"Secret::"unterminated"#
+        );
     }
 
     #[test]
