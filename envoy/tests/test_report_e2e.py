@@ -240,6 +240,9 @@ def test_the_page_shows_its_figures_and_charts_in_chromium_and_loads_nothing(tra
     page = traffic["dir"] / "report.html"
     summary = traffic["json"]["summary"]
     with headless_chromium(tmp_path / "chromium", network_log=True) as browser:
+        # Leave chromium's own start page, and forget what it loaded.
+        browser.get("about:blank")
+        network_requests(browser)
         browser.get(page.as_uri())
         wait_until(browser, lambda d: d.execute_script("return document.readyState") == "complete", "the page")
         visible = """const e = document.querySelector(arguments[0]);
