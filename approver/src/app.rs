@@ -5,7 +5,8 @@
 use crate::config::{Approver, Config};
 use crate::protocol::{CalloutReply, CalloutRequest, Mode, DEFAULT_GRANT_TTL_S};
 use crate::rules::{in_group, may_decide};
-use crate::store::{Approval, Scope, Store, StoreError};
+use crate::session::Sessions;
+use crate::store::{Approval, Decided, HistoryFilter, Scope, Store, StoreError, TrackRecord};
 use crate::util::{now_ms, rfc3339};
 use crate::webhook;
 use axum::{
@@ -21,21 +22,17 @@ use std::{
 };
 use tokio::sync::Notify;
 
-/// A signed-in approver's page session.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub approver_id: String,
-    pub csrf: String,
-    pub expires_at: i64,
-}
-
 pub struct App {
     pub cfg: Config,
     store: Mutex<Store>,
     /// Woken whenever any approval changes state (decision or expiry).
     pub changed: Notify,
     http: reqwest::Client,
-    pub sessions: Mutex<HashMap<String, Session>>,
+    pub sessions: Sessions,
+    /// Until when hold-mode callouts keep their clients waiting, per
+    /// pending approval: the page shows the approver how long the CI job
+    /// is still held.
+    holds: Mutex<HashMap<String, Vec<i64>>>,
 }
 
 pub type Shared = Arc<App>;
@@ -74,7 +71,8 @@ impl App {
             store: Mutex::new(store),
             changed: Notify::new(),
             http: reqwest::Client::new(),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Sessions::default(),
+            holds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -159,6 +157,55 @@ impl App {
         self.sweep()?;
         let all = self.store()?.list(status)?;
         Ok(all.into_iter().filter(|a| in_group(who, a)).collect())
+    }
+
+    /// Decided approvals in `who`'s groups, newest first.
+    pub fn history(&self, who: &Approver, filter: &HistoryFilter) -> ApiResult<Vec<Decided>> {
+        self.sweep()?;
+        let all = self.store()?.history(filter, HISTORY_LIMIT)?;
+        Ok(all
+            .into_iter()
+            .filter(|d| in_group(who, &d.approval))
+            .collect())
+    }
+
+    /// Grants in force for approvals in `who`'s groups.
+    pub fn live_grants(&self, who: &Approver) -> ApiResult<Vec<Decided>> {
+        let all = self.store()?.live_grants(now_ms())?;
+        Ok(all
+            .into_iter()
+            .filter(|d| in_group(who, &d.approval))
+            .collect())
+    }
+
+    /// How the approval's principal fared with its resource in the last
+    /// [`TRACK_RECORD_DAYS`] days.
+    pub fn track_record(&self, a: &Approval) -> ApiResult<TrackRecord> {
+        let since = now_ms().saturating_sub(TRACK_RECORD_DAYS * 86_400_000);
+        Ok(self.store()?.track_record(
+            &a.scope.principal_type,
+            &a.scope.principal_id,
+            &a.scope.resource,
+            since,
+        )?)
+    }
+
+    /// Until when a hold-mode callout keeps a client waiting on this
+    /// approval (the latest of them), if one does.
+    pub fn held_until(&self, approval_id: &str) -> Option<i64> {
+        let holds = self.holds.lock().ok()?;
+        holds.get(approval_id)?.iter().copied().max()
+    }
+
+    fn hold(&self, approval_id: &str, until: i64) -> Hold<'_> {
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.entry(approval_id.to_owned()).or_default().push(until);
+        }
+        Hold {
+            app: self,
+            approval_id: approval_id.to_owned(),
+            until,
+        }
     }
 
     /// Create-or-check: the answer to a callout before any hold-mode wait.
@@ -254,6 +301,8 @@ impl App {
         if req.mode == Mode::Hold && req.wait_ms > 0 {
             let wait = Duration::from_millis(u64::from(req.wait_ms.min(self.cfg.max_wait_ms)));
             let deadline = tokio::time::Instant::now() + wait;
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            let _hold = self.hold(&pending.id, now_ms().saturating_add(wait_ms));
             loop {
                 let notified = self.changed.notified();
                 tokio::pin!(notified);
@@ -275,6 +324,35 @@ impl App {
             self.sweep()?;
         }
         self.reply_for(&pending.id)
+    }
+}
+
+/// The history view lists at most this many decided approvals.
+const HISTORY_LIMIT: u32 = 500;
+
+/// The window of a request's track record.
+pub const TRACK_RECORD_DAYS: i64 = 30;
+
+/// One hold-mode callout's wait, forgotten when the callout answers or
+/// its connection goes away.
+struct Hold<'a> {
+    app: &'a App,
+    approval_id: String,
+    until: i64,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut holds) = self.app.holds.lock() {
+            if let Some(list) = holds.get_mut(&self.approval_id) {
+                if let Some(at) = list.iter().position(|u| *u == self.until) {
+                    list.swap_remove(at);
+                }
+                if list.is_empty() {
+                    holds.remove(&self.approval_id);
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod protocol;
 pub mod rules;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod util;
 pub mod web;

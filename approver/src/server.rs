@@ -65,7 +65,16 @@ async fn list_handler(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let who = approver_from_headers(&app, &headers)?;
+    // The approvers' page polls this with its session cookie (read-only:
+    // every state change still needs a bearer token or a CSRF-checked form).
+    let who = match approver_from_headers(&app, &headers) {
+        Ok(who) => who.clone(),
+        Err(refused) => match app.sessions.signed_in(&app.cfg, &headers) {
+            Some(signed_in) => signed_in.approver,
+            None => return Err(refused),
+        },
+    };
+    let who = &who;
     let status = match q.status.as_deref() {
         None | Some("pending") => Some("pending"),
         Some("all") => None,
@@ -168,7 +177,7 @@ pub async fn serve(
                 if let Err(e) = app.sweep() {
                     tracing::warn!(error = %e.1, "sweep failed");
                 }
-                web::sweep_sessions(&app);
+                app.sessions.sweep();
             }
         })
     };

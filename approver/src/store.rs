@@ -112,6 +112,57 @@ pub struct Grant {
     pub revoked_by: Option<String>,
 }
 
+/// A decided approval as the history view lists it, with its grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decided {
+    #[serde(flatten)]
+    pub approval: Approval,
+    pub grant: Option<Grant>,
+}
+
+impl Decided {
+    /// `approved`, `denied`, `expired`, or `revoked` (approved, then its
+    /// grant revoked).
+    pub fn outcome(&self) -> &str {
+        match &self.grant {
+            Some(g) if g.revoked_at.is_some() => "revoked",
+            _ => &self.approval.status,
+        }
+    }
+}
+
+/// The outcomes the history view can be narrowed to.
+pub const DECIDED_OUTCOMES: [&str; 4] = ["approved", "denied", "expired", "revoked"];
+
+/// What the history view is narrowed to; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// One of [`DECIDED_OUTCOMES`].
+    pub outcome: Option<String>,
+    /// Part of the principal's id.
+    pub principal: Option<String>,
+    /// Part of the resource.
+    pub resource: Option<String>,
+}
+
+/// How a principal fared with one resource: what an approver weighs before
+/// deciding again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TrackRecord {
+    pub approved: u32,
+    pub denied: u32,
+    pub expired: u32,
+    /// The newest decision by a person (expiry is not one): who, when, what.
+    pub last: Option<LastDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastDecision {
+    pub outcome: String,
+    pub by: String,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub approval_id: String,
@@ -182,6 +233,33 @@ const APPROVAL_COLS: &str = "a.id, a.request_id, a.principal_type, a.principal_i
 
 const GRANT_COLS: &str = "id, approval_id, principal_type, principal_id, action, resource, \
     approver, created_at, expires_at, revoked_at, revoked_by";
+
+/// [`GRANT_COLS`] of a `grants g` joined after [`APPROVAL_COLS`].
+const JOINED_GRANT_COLS: &str = "g.id, g.approval_id, g.principal_type, g.principal_id, \
+    g.action, g.resource, g.approver, g.created_at, g.expires_at, g.revoked_at, g.revoked_by";
+
+/// The grant of a LEFT JOIN whose columns start at `at`: none when the
+/// approval has no grant.
+fn joined_grant_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<Grant>> {
+    let Some(id) = r.get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(Grant {
+        id,
+        approval_id: r.get(at + 1)?,
+        scope: Scope {
+            principal_type: r.get(at + 2)?,
+            principal_id: r.get(at + 3)?,
+            action: r.get(at + 4)?,
+            resource: r.get(at + 5)?,
+        },
+        approver: r.get(at + 6)?,
+        created_at: r.get(at + 7)?,
+        expires_at: r.get(at + 8)?,
+        revoked_at: r.get(at + 9)?,
+        revoked_by: r.get(at + 10)?,
+    }))
+}
 
 fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
     let claims: String = r.get(8)?;
@@ -528,6 +606,94 @@ impl Store {
         self.get_grant(id)?.ok_or(StoreError::NotFound)
     }
 
+    /// Decided approvals, newest decision first (at most `limit`).
+    pub fn history(&self, filter: &HistoryFilter, limit: u32) -> Result<Vec<Decided>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {APPROVAL_COLS}, {JOINED_GRANT_COLS} FROM approvals a \
+             LEFT JOIN grants g ON g.approval_id = a.id \
+             WHERE a.status != 'pending' \
+             AND (?1 IS NULL OR (CASE WHEN g.revoked_at IS NOT NULL THEN 'revoked' \
+                                 ELSE a.status END) = ?1) \
+             AND (?2 IS NULL OR instr(a.principal_id, ?2) > 0) \
+             AND (?3 IS NULL OR instr(a.resource, ?3) > 0) \
+             ORDER BY COALESCE(g.revoked_at, a.decided_at) DESC, a.id LIMIT ?4"
+        ))?;
+        let rows = st.query_map(
+            params![filter.outcome, filter.principal, filter.resource, limit],
+            |r| {
+                Ok(Decided {
+                    approval: approval_from_row(r)?,
+                    grant: joined_grant_from_row(r, 18)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Grants in force at `now` (neither expired nor revoked), with their
+    /// approvals, soonest to expire first.
+    pub fn live_grants(&self, now: i64) -> Result<Vec<Decided>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {APPROVAL_COLS}, {JOINED_GRANT_COLS} FROM grants g \
+             JOIN approvals a ON a.id = g.approval_id \
+             WHERE g.revoked_at IS NULL AND g.expires_at > ?1 \
+             ORDER BY g.expires_at, g.id LIMIT 1000"
+        ))?;
+        let rows = st.query_map(params![now], |r| {
+            Ok(Decided {
+                approval: approval_from_row(r)?,
+                grant: joined_grant_from_row(r, 18)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How `principal` fared with `resource` (any action) in approvals
+    /// decided since `since`.
+    pub fn track_record(
+        &self,
+        principal_type: &str,
+        principal_id: &str,
+        resource: &str,
+        since: i64,
+    ) -> Result<TrackRecord> {
+        let mut record = TrackRecord::default();
+        let mut st = self.conn.prepare(
+            "SELECT a.status, a.decided_by, a.decided_at FROM approvals a \
+             WHERE a.principal_type = ?1 AND a.principal_id = ?2 AND a.resource = ?3 \
+             AND a.status IN ('approved', 'denied', 'expired') AND a.decided_at >= ?4 \
+             ORDER BY a.decided_at DESC, a.id",
+        )?;
+        let rows = st.query_map(
+            params![principal_type, principal_id, resource, since],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )?;
+        for row in rows {
+            let (status, by, at) = row?;
+            match status.as_str() {
+                "approved" => record.approved += 1,
+                "denied" => record.denied += 1,
+                _ => record.expired += 1,
+            }
+            if record.last.is_none() && status != "expired" {
+                if let (Some(by), Some(at)) = (by, at) {
+                    record.last = Some(LastDecision {
+                        outcome: status,
+                        by,
+                        at,
+                    });
+                }
+            }
+        }
+        Ok(record)
+    }
+
     pub fn decisions(&self, approval_id: &str) -> Result<Vec<Decision>> {
         let mut st = self.conn.prepare(
             "SELECT approval_id, grant_id, kind, actor, reason, at FROM decisions \
@@ -569,6 +735,123 @@ mod tests {
             wait_ms: 0,
             ttl_s: None,
         }
+    }
+
+    /// bob: approved on secret/a (then revoked), denied on secret/a,
+    /// expired on secret/a, approved on secret/b; carol: denied on secret/a.
+    fn decided_history() -> (Store, [String; 5]) {
+        let mut s = Store::open_in_memory().unwrap();
+        let revoked = s
+            .create_approval(&req("bob", "read", "secret/a"), 60, 3_600_000, 0)
+            .unwrap();
+        let g = s.approve(&revoked.id, "alice", 10).unwrap();
+        s.revoke_grant(&g.id, "dave", 20).unwrap();
+        let denied = s
+            .create_approval(&req("bob", "read", "secret/a"), 60, 3_600_000, 30)
+            .unwrap();
+        s.deny(&denied.id, "dave", "not in a change window", 40)
+            .unwrap();
+        let expired = s
+            .create_approval(&req("bob", "list", "secret/a"), 60, 10, 50)
+            .unwrap();
+        s.expire_pending(70).unwrap();
+        let approved = s
+            .create_approval(&req("bob", "read", "secret/b"), 60, 3_600_000, 80)
+            .unwrap();
+        s.approve(&approved.id, "alice", 90).unwrap();
+        let carol = s
+            .create_approval(&req("carol", "read", "secret/a"), 60, 3_600_000, 100)
+            .unwrap();
+        s.deny(&carol.id, "alice", "no", 110).unwrap();
+        s.create_approval(&req("bob", "read", "secret/c"), 60, 3_600_000, 120)
+            .unwrap();
+        (
+            s,
+            [revoked.id, denied.id, expired.id, approved.id, carol.id],
+        )
+    }
+
+    fn ids(list: &[Decided]) -> Vec<&str> {
+        list.iter().map(|d| d.approval.id.as_str()).collect()
+    }
+
+    #[test]
+    fn history_lists_decided_approvals_newest_first_with_their_outcome() {
+        let (s, [revoked, denied, expired, approved, carol]) = decided_history();
+        let all = s.history(&HistoryFilter::default(), 100).unwrap();
+        // Ordered by the latest decision: carol's denial at 110, ... the revocation at 20.
+        assert_eq!(ids(&all), [&carol, &approved, &expired, &denied, &revoked]);
+        let outcomes: Vec<_> = all.iter().map(Decided::outcome).collect();
+        assert_eq!(
+            outcomes,
+            ["denied", "approved", "expired", "denied", "revoked"]
+        );
+        let revoked_entry = &all[4];
+        let grant = revoked_entry.grant.as_ref().unwrap();
+        assert_eq!(grant.revoked_by.as_deref(), Some("dave"));
+        assert_eq!(revoked_entry.approval.decided_by.as_deref(), Some("alice"));
+        assert_eq!(
+            all[3].approval.decision_reason.as_deref(),
+            Some("not in a change window")
+        );
+        assert_eq!(s.history(&HistoryFilter::default(), 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn history_filters_by_outcome_principal_and_resource() {
+        let (s, [revoked, denied, expired, approved, carol]) = decided_history();
+        let by = |outcome: Option<&str>, principal: Option<&str>, resource: Option<&str>| {
+            let filter = HistoryFilter {
+                outcome: outcome.map(str::to_owned),
+                principal: principal.map(str::to_owned),
+                resource: resource.map(str::to_owned),
+            };
+            ids(&s.history(&filter, 100).unwrap())
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(Some("revoked"), None, None), [revoked.as_str()]);
+        assert_eq!(by(Some("approved"), None, None), [approved.as_str()]);
+        assert_eq!(by(Some("expired"), None, None), [expired.as_str()]);
+        assert_eq!(
+            by(Some("denied"), None, None),
+            [carol.as_str(), denied.as_str()]
+        );
+        assert_eq!(by(Some("denied"), Some("bo"), None), [denied.as_str()]);
+        assert_eq!(by(None, Some("carol"), Some("secret/a")), [carol]);
+        assert_eq!(by(None, Some("bob"), Some("secret/b")), [approved]);
+        assert!(by(Some("pending"), None, None).is_empty());
+    }
+
+    #[test]
+    fn live_grants_leave_out_revoked_and_expired_ones() {
+        let (s, [_, _, _, approved, _]) = decided_history();
+        // secret/b's grant: approved at 90 with ttl 60 s.
+        assert_eq!(ids(&s.live_grants(100).unwrap()), [approved.as_str()]);
+        assert!(s.live_grants(90 + 60_000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn track_record_counts_one_principal_on_one_resource_since_a_time() {
+        let (s, _) = decided_history();
+        let record = s.track_record("User", "bob", "secret/a", 0).unwrap();
+        assert_eq!((record.approved, record.denied, record.expired), (1, 1, 1));
+        // The newest decision by a person: dave's denial at 40 (the expiry at 70 is nobody's).
+        assert_eq!(
+            record.last,
+            Some(LastDecision {
+                outcome: "denied".into(),
+                by: "dave".into(),
+                at: 40
+            })
+        );
+        let recent = s.track_record("User", "bob", "secret/a", 35).unwrap();
+        assert_eq!((recent.approved, recent.denied, recent.expired), (0, 1, 1));
+        assert_eq!(
+            s.track_record("User", "nobody", "secret/a", 0).unwrap(),
+            TrackRecord::default()
+        );
     }
 
     #[test]

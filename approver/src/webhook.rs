@@ -7,11 +7,13 @@ use crate::util::rfc3339;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Slack treats `&`, `<` and `>` as control characters in `text`.
+/// Slack treats `&`, `<` and `>` as control characters in `text`; a line
+/// break in a requester's value must not break the one-line summary.
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace(|c: char| c.is_control(), " ")
 }
 
 pub fn body(a: &Approval, approval_url: &str) -> Value {
@@ -43,6 +45,8 @@ pub fn body(a: &Approval, approval_url: &str) -> Value {
         "approvers": a.approvers,
         "reason": a.reason,
         "policies": a.policies,
+        "claims": a.claims,
+        "ttl_s": a.ttl_s,
         "created_at": rfc3339(a.created_at),
         "expires_at": rfc3339(a.expires_at),
     })
@@ -81,12 +85,15 @@ mod tests {
                 kind: "User".into(),
                 id: "bob<script>".into(),
             },
-            claims: Default::default(),
+            claims: serde_json::json!({"repository": "acme/api", "ref_protected": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
             action: "read".into(),
             resource: "secret/data/prod".into(),
             policies: vec!["p".into()],
             approvers: "secops".into(),
-            reason: "INC-7".into(),
+            reason: "INC-7\nsecond line".into(),
             mode: Mode::Retry,
             wait_ms: 0,
             ttl_s: None,
@@ -95,7 +102,13 @@ mod tests {
         let b = body(&a, "http://127.0.0.1:1/#x");
         let text = b["text"].as_str().unwrap();
         assert!(text.contains("bob&lt;script&gt;"));
-        assert!(text.contains("INC-7"));
+        assert!(text.contains("INC-7 second line"));
+        assert!(!text.contains('\n'), "the summary stays one line: {text}");
+        assert_eq!(b["claims"]["repository"], "acme/api");
+        assert_eq!(b["claims"]["ref_protected"], true);
+        assert_eq!(b["policies"][0], "p");
+        assert_eq!(b["ttl_s"], 900);
+        assert_eq!(b["expires_at"], rfc3339(a.expires_at));
         assert_eq!(b["approval_id"], a.id.as_str());
         assert_eq!(b["principal"]["id"], "bob<script>");
         assert_eq!(b["resource"], "secret/data/prod");

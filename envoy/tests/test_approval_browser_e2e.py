@@ -1,13 +1,10 @@
 """Approval through the web page, end to end: a request held by secretgate.wasm
 in real Envoy (hold mode) is released or refused when an approver signs in to
-the real approval service's page in headless Chromium (Debian's `chromium`,
-installed by envoy/setup.sh) and clicks Approve or Deny with real mouse events.
-The secret comes from real OpenBao."""
+the real approval service's page in headless Chromium (Debian's `chromium`
+and `chromium-driver`, installed by envoy/setup.sh, driven by Selenium) and
+clicks Approve or Deny. The secret comes from real OpenBao."""
 
 from __future__ import annotations
-
-import json
-import time
 
 import pytest
 
@@ -23,42 +20,36 @@ from approval_support import (  # noqa: F401 (approver and gated are pytest fixt
     in_background,
     pending_for,
 )
-from chromium import Chromium
+from browser import click, element, headless_chromium, present, type_into, wait_until
 from conftest import RawClient
 
 
 @pytest.fixture
 def browser(tmp_path):
-    """A fresh headless Chromium (own profile, so no session cookie) per test, stopped by process group."""
-    with Chromium(tmp_path / "profile", tmp_path / "chromium.log") as chromium:
-        yield chromium
+    """A fresh headless Chromium (own profile, so no session cookie) per test."""
+    with headless_chromium(tmp_path / "chromium") as driver:
+        yield driver
 
 
-def q(selector: str) -> str:
-    return f"document.querySelector({json.dumps(selector)})"
-
-
-def sign_in(browser: Chromium, approver, who) -> None:
+def sign_in(browser, approver, who) -> None:
     """The page's login: type the approver token into the form and press Sign in; the
     service answers with an HttpOnly session cookie and a page whose forms carry the CSRF token."""
-    browser.navigate(approver["url"] + "/")
-    browser.type_into("#token", who[1])
-    browser.click("#login")
-    signed_in_as = browser.wait_for(f"{q('#me')} && {q('#me')}.textContent")
-    assert signed_in_as == who[0]
-    assert browser.evaluate("document.cookie") == "", "the session cookie is HttpOnly: invisible to scripts"
+    browser.get(approver["url"] + "/")
+    type_into(browser, "#token", who[1])
+    click(browser, "#login")
+    assert element(browser, "#me").text == who[0]
+    assert browser.execute_script("return document.cookie") == "", "the session cookie is HttpOnly: invisible to scripts"
 
 
-def sign_out(browser: Chromium) -> None:
-    browser.click('form[action="/logout"] button')
-    browser.wait_for(f"!!{q('#token')}")
+def sign_out(browser) -> None:
+    click(browser, 'form[action="/logout"] button')
+    element(browser, "#token")
 
 
-def show_pending(browser: Chromium, approver, ident: str) -> str:
-    """Reload the page (it is server-rendered) and return the pending request's row text."""
-    row = f'tr[id="{ident}"]'
-    browser.navigate(approver["url"] + "/")
-    return browser.wait_for(f"{q(row)} && {q(row)}.innerText")
+def show_pending(browser, approver, ident: str) -> str:
+    """Open the pending view and return the pending request's text."""
+    browser.get(approver["url"] + "/")
+    return element(browser, f'article[id="{ident}"]').text
 
 
 def decided(approver, ident: str) -> dict:
@@ -87,7 +78,7 @@ def test_a_held_request_is_released_when_an_approver_clicks_approve_in_chromium(
     assert thread.is_alive(), "the request is held while the approver decides"
     assert "secret/data/prod/acme/web/db" not in gated.bao_audit_paths(since=mark), "held, not forwarded"
 
-    browser.click(f'[id="approve-{ident}"]')
+    click(browser, f'[id="approve-{ident}"]')
 
     thread.join(timeout=30)
     assert not thread.is_alive(), "the click released the held request"
@@ -97,8 +88,7 @@ def test_a_held_request_is_released_when_an_approver_clicks_approve_in_chromium(
     assert "secret/data/prod/acme/web/db" in gated.bao_audit_paths(since=mark), "forwarded to OpenBao after approval"
 
     # The page came back to the (now empty) list after the form's redirect.
-    row_selector = f'tr[id="{ident}"]'
-    browser.wait_for(f"!!{q('#empty')} && !{q(row_selector)}")
+    wait_until(browser, lambda d: present(d, "#empty") and not present(d, f'article[id="{ident}"]'), "the empty list")
 
     item = decided(approver, ident)
     assert item["status"] == "approved"
@@ -118,15 +108,14 @@ def test_a_held_request_is_refused_when_an_approver_clicks_deny_in_chromium(gate
     ident = approval_id(pending_for(approver, "secret/prod/acme/web/other"))
     row = show_pending(browser, approver, ident)
     assert "your own request" in row, row
-    approve_button = f'[id="approve-{ident}"]'
-    assert browser.evaluate(f"!{q(approve_button)}"), "no Approve button for the requester"
+    assert not present(browser, f'[id="approve-{ident}"]'), "no Approve button for the requester"
     sign_out(browser)
 
     sign_in(browser, approver, ALICE)
     show_pending(browser, approver, ident)
     assert thread.is_alive(), "still held"
-    browser.type_into(f'tr[id="{ident}"] input[name="reason"]', "not during the freeze")
-    browser.click(f'[id="deny-{ident}"]')
+    type_into(browser, f'article[id="{ident}"] input[name="reason"]', "not during the freeze")
+    click(browser, f'[id="deny-{ident}"]')
 
     thread.join(timeout=30)
     assert not thread.is_alive(), "the click released the held request"

@@ -3,7 +3,8 @@ OpenBao and the real approver: CI reads with curl, hvac and the bao CLI,
 refusals of every kind, an approval released, one denied and a retry-mode
 grant used twice. The report's figures are checked against the records
 themselves (counted here independently), its HTML is opened in headless
-Chromium (figures and charts visible, printable, no request leaves the page),
+Chromium driven by Selenium (figures and charts visible, printable, no request
+leaves the page),
 and no canary secret value appears in the HTML, the CSV files or the JSON.
 """
 
@@ -17,6 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.print_page_options import PrintOptions
 
 import stack as stack_module
 from approval_support import (  # noqa: F401 (approver and gated are pytest fixtures)
@@ -29,7 +31,7 @@ from approval_support import (  # noqa: F401 (approver and gated are pytest fixt
     in_background,
     pending_for,
 )
-from chromium import Chromium
+from browser import headless_chromium, network_requests, screenshot, wait_until
 from conftest import RawClient, seed_values
 from policy_change_support import bao_cli, hvac_client
 
@@ -237,37 +239,37 @@ def test_garbled_and_empty_logs_never_abort_the_report(traffic, tmp_path):
 def test_the_page_shows_its_figures_and_charts_in_chromium_and_loads_nothing(traffic, tmp_path):
     page = traffic["dir"] / "report.html"
     summary = traffic["json"]["summary"]
-    with Chromium(tmp_path / "profile", tmp_path / "chromium.log") as browser:
-        browser.call("Network.enable")
-        browser.navigate(page.as_uri())
-        browser.wait_for("document.readyState === 'complete'")
-        visible = """(selector) => {
-            const e = document.querySelector(selector);
+    with headless_chromium(tmp_path / "chromium", network_log=True) as browser:
+        # Leave chromium's own start page, and forget what it loaded.
+        browser.get("about:blank")
+        network_requests(browser)
+        browser.get(page.as_uri())
+        wait_until(browser, lambda d: d.execute_script("return document.readyState") == "complete", "the page")
+        visible = """const e = document.querySelector(arguments[0]);
             if (!e) return null;
             const r = e.getBoundingClientRect(), s = getComputedStyle(e);
             return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none'
-                ? e.textContent.trim() : null;
-        }"""
+                ? e.textContent.trim() : null;"""
         for figure in ("records", "principals", "secrets", "allowed_reads", "refused", "approvals_approved"):
-            shown = browser.evaluate(f"({visible})('[data-figure={figure}]')")
+            shown = browser.execute_script(visible, f"[data-figure={figure}]")
             assert shown == str(summary[figure] if figure in summary else summary["approvals"]["approved"]), figure
         for chart in ("#chart-hourly", "#chart-top-secrets", "#chart-top-refused"):
-            assert browser.evaluate(f"({visible})('{chart}') !== null"), chart
-            bars = browser.evaluate(
-                f"[...document.querySelectorAll('{chart} rect.bar')].filter(r => r.getBBox().width > 0).length"
+            assert browser.execute_script(visible, chart) is not None, chart
+            bars = browser.execute_script(
+                "return [...document.querySelectorAll(arguments[0] + ' rect.bar')]"
+                ".filter(r => r.getBBox().width > 0).length",
+                chart,
             )
             assert bars >= 1, chart
-        assert browser.evaluate("document.scripts.length") == 0
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        height = browser.evaluate("document.documentElement.scrollHeight")
-        browser.call("Emulation.setDeviceMetricsOverride", width=1200, height=min(height, 8000), deviceScaleFactor=1, mobile=False)
-        browser.screenshot(SCREENSHOTS / "report.png")
-        pdf = browser.call("Page.printToPDF", printBackground=True)["data"]
+        assert browser.execute_script("return document.scripts.length") == 0
+        screenshot(browser, SCREENSHOTS / "report.png")
+        pdf = browser.print_page(PrintOptions())
         (SCREENSHOTS / "report.pdf").write_bytes(base64.b64decode(pdf))
         assert (SCREENSHOTS / "report.pdf").read_bytes().startswith(b"%PDF")
-        requests = [e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
+        requests = network_requests(browser)
+        assert page.as_uri() in requests, f"the network log saw no page load: {requests}"
         assert set(requests) <= {page.as_uri()}, f"the page loaded more than itself: {requests}"
-        assert browser.evaluate("performance.getEntriesByType('resource').length") == 0
+        assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
 
 
 def test_the_cli_finds_a_cut_off_across_chunks_and_threads(tmp_path):

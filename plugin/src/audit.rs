@@ -77,13 +77,17 @@ const NEVER_READABLE_KEYS: &[&str] = &[
     "keys",
 ];
 
+/// What an auditor and an approver read first about a CI job; the
+/// approval callout carries the same claims.
 const DEFAULT_CLAIMS: &[&str] = &[
     "iss",
     "sub",
     "repository",
     "ref",
+    "ref_protected",
     "environment",
     "workflow",
+    "job_workflow_ref",
     "actor",
 ];
 
