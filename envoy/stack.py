@@ -57,6 +57,7 @@ from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     envoy_config,
 )
 from stacklib.pki import CertFiles, DevPki  # noqa: F401 (re-exported)
+from stacklib.registry import DOCKER_REGISTRY, LocalRegistry  # noqa: F401 (re-exported)
 from stacklib.plugin_config import (  # noqa: F401 (re-exported)
     APPROVER_CLUSTER,
     DEV_AUDIT,

@@ -7,6 +7,7 @@ Layers import only downwards, never back up:
     tokens        CI claims, signing keys, the JWKS file and its server
     bundles       the policy bundle servers (live and shadow)
     pki           the development CA for mTLS
+    registry      a throwaway OCI registry (docker-registry) for the package tests
     plugin_config the filter's JSON configuration
     envoy_config  Envoy's bootstrap
     stack         the Stack class and state.json
