@@ -233,3 +233,16 @@ def test_the_compat_variant_round_trips_through_a_registry(package, registry, tm
     wasm = plugin_wasm_from_layer((pulled / layer_hex).read_bytes())
     assert wasm == (package / "secretgate.wasm").read_bytes()
     assert f"{hashlib.sha256(wasm).hexdigest()}  secretgate.wasm\n" == (package / "secretgate.wasm.sha256").read_text()
+
+
+def test_the_packaging_tool_refuses_to_build_for_wasm():
+    """The root wasm build never builds it (not a default member); asked for
+    explicitly, a wasm32 build stops at its compile_error."""
+    done = subprocess.run(
+        ["cargo", "check", "--target", "wasm32-wasip1", "-p", "secretgate-package"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "secretgate-package is a native build tool" in done.stderr, done.stderr[-2000:]
