@@ -17,6 +17,9 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="${1:-$REPO_ROOT/dist}"
+# cargo's own variable: a release build in a fixed folder gives the same
+# .wasm digest on another machine (see README).
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 
 log() { printf '[package] %s\n' "$*" >&2; }
 
@@ -36,8 +39,8 @@ log "building the packaging tool (cargo build -p secretgate-package)"
 cargo build --quiet -p secretgate-package
 
 mkdir -p "$OUT_DIR"
-"$REPO_ROOT/target/debug/secretgate-package" \
-    --wasm "$REPO_ROOT/target/wasm32-wasip1/release/secretgate.wasm" \
+"$TARGET_DIR/debug/secretgate-package" \
+    --wasm "$TARGET_DIR/wasm32-wasip1/release/secretgate.wasm" \
     --out "$OUT_DIR" \
     --version "$version" \
     --revision "$revision" \
