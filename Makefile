@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
 
-.PHONY: demo test setup lint unit benches e2e fuzz
+.PHONY: demo test setup lint unit benches e2e fuzz package
 
 demo:
 	bash envoy/demo.sh
@@ -37,3 +37,8 @@ e2e: setup
 FUZZ_SECONDS ?= 60
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+# The release files: dist/secretgate.wasm, its .sha256 and the OCI image
+# layout dist/oci with both Wasm image variants (README, "The package").
+package:
+	bash package/package.sh dist

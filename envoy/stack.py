@@ -61,6 +61,7 @@ from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     remote_wasm_code,
 )
 from stacklib.pki import CertFiles, DevPki  # noqa: F401 (re-exported)
+from stacklib.registry import DOCKER_REGISTRY, LocalRegistry  # noqa: F401 (re-exported)
 from stacklib.plugin_config import (  # noqa: F401 (re-exported)
     APPROVER_CLUSTER,
     DEV_AUDIT,

@@ -9,6 +9,7 @@ Layers import only downwards, never back up:
     code_server   the file server Envoy fetches the filter's code from (remote loading)
     pki           the development CA for mTLS
     forwarded_cert  OpenBao cert auth behind the gate: the header Envoy sets, OpenBao's listener for it
+    registry      a throwaway OCI registry (docker-registry) for the package tests
     plugin_config the filter's JSON configuration
     envoy_config  Envoy's bootstrap
     stack         the Stack class and state.json
