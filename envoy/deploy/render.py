@@ -40,7 +40,12 @@ PACK_DIR = REPO_ROOT / "policies" / "packs" / "github-actions"
 
 sys.path.insert(0, str(ENVOY_DIR))
 from bundle_server import bundle_bytes  # noqa: E402 (needs the sys.path entry above)
-from stacklib.envoy_config import CLIENT_ADDRESS_OPTIONS, JWT_LOCAL_REPLY_CONFIG  # noqa: E402
+from stacklib.envoy_config import (  # noqa: E402
+    CLIENT_ADDRESS_OPTIONS,
+    JWT_LOCAL_REPLY_CONFIG,
+    remote_wasm_code,
+    secretgate_filter,
+)
 
 VERSION = tomllib.loads((REPO_ROOT / "plugin" / "Cargo.toml").read_text())["package"]["version"]
 NAMESPACE = "secretgate"
@@ -334,35 +339,11 @@ def envoy_bootstrap(p: Placeholders) -> dict:
             ],
         },
     }
-    secretgate = {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "secretgate",
-                "root_id": "secretgate",
-                "failure_policy": "FAIL_CLOSED",
-                "vm_config": {
-                    "vm_id": "secretgate",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {
-                        "remote": {
-                            "http_uri": {"uri": p.code_url, "cluster": "filter_code", "timeout": "30s"},
-                            "sha256": p.code_sha256,
-                            "retry_policy": {
-                                "num_retries": 5,
-                                "retry_back_off": {"base_interval": "1s", "max_interval": "10s"},
-                            },
-                        }
-                    },
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(kubernetes_configuration(), indent=2),
-                },
-            },
-        },
-    }
+    secretgate = secretgate_filter(
+        None,
+        json.dumps(kubernetes_configuration(), indent=2),
+        code=remote_wasm_code(p.code_url, p.code_sha256, retries=5, timeout="30s", back_off=("1s", "10s")),
+    )
     access_log = {
         "name": "envoy.access_loggers.file",
         "typed_config": {

@@ -107,7 +107,7 @@ def envoy_config(
         },
         "http_filters": [
             _jwt_authn_filter(jwks_cache_s),
-            _secretgate_filter(wasm, plugin_configuration, wasm_plugin_options, wasm_code),
+            secretgate_filter(wasm, plugin_configuration, wasm_plugin_options, wasm_code),
             _router_filter(),
         ],
     }
@@ -275,23 +275,34 @@ FILTER_CODE_CLUSTER = "filter_code"
 FILTER_CODE_RETRIES = 2
 
 
-def remote_wasm_code(uri: str, sha256: str, cluster: str = FILTER_CODE_CLUSTER, retries: int = FILTER_CODE_RETRIES) -> dict:
+def remote_wasm_code(
+    uri: str,
+    sha256: str,
+    cluster: str = FILTER_CODE_CLUSTER,
+    retries: int = FILTER_CODE_RETRIES,
+    timeout: str = "10s",
+    back_off: tuple[str, str] = ("0.2s", "1s"),
+) -> dict:
     """``vm_config.code`` that fetches the module from ``uri`` over ``cluster`` and loads it only if its
     SHA-256 is ``sha256`` (hex). Envoy fetches it once, before the listener serves; see README,
-    "Remote loading with a digest", for what happens when the digest does not match."""
+    "Remote loading with a digest", for what happens when the digest does not match. The
+    defaults suit a loopback test; a deployment (envoy/deploy) waits and backs off longer."""
     return {
         "remote": {
-            "http_uri": {"uri": uri, "cluster": cluster, "timeout": "10s"},
+            "http_uri": {"uri": uri, "cluster": cluster, "timeout": timeout},
             "sha256": sha256,
             "retry_policy": {
                 "num_retries": retries,
-                "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"},
+                "retry_back_off": {"base_interval": back_off[0], "max_interval": back_off[1]},
             },
         }
     }
 
 
-def _secretgate_filter(wasm: Path, configuration: str, options: dict | None = None, code: dict | None = None) -> dict:
+def secretgate_filter(
+    wasm: Path | None, configuration: str, options: dict | None = None, code: dict | None = None
+) -> dict:
+    """The Wasm HTTP filter entry for secretgate: ``code`` (e.g. ``remote_wasm_code``) or the local file ``wasm``."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {

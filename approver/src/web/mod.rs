@@ -277,20 +277,35 @@ async fn logout(
     r
 }
 
+/// A state-changing form: checked session and CSRF token, then `act` as
+/// the signed-in approver; back to `back` when it succeeded.
+fn acted<T>(
+    app: &Shared,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    refused: &str,
+    back: &str,
+    act: impl FnOnce(&Approver) -> Result<T, ApiError>,
+) -> Response {
+    let (_, who) = match checked(app, headers, form) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match act(&who) {
+        Ok(_) => Redirect::to(back).into_response(),
+        Err(ApiError(code, msg)) => page(code, refused, &esc(&msg)),
+    }
+}
+
 async fn ui_approve(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (_, who) = match checked(&app, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    match app.approve(&who, &id) {
-        Ok(_) => Redirect::to("/").into_response(),
-        Err(ApiError(code, msg)) => page(code, "Not approved", &esc(&msg)),
-    }
+    acted(&app, &headers, &f, "Not approved", "/", |who| {
+        app.approve(who, &id)
+    })
 }
 
 async fn ui_deny(
@@ -299,14 +314,9 @@ async fn ui_deny(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (_, who) = match checked(&app, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    match app.deny(&who, &id, f.reason.trim()) {
-        Ok(_) => Redirect::to("/").into_response(),
-        Err(ApiError(code, msg)) => page(code, "Not denied", &esc(&msg)),
-    }
+    acted(&app, &headers, &f, "Not denied", "/", |who| {
+        app.deny(who, &id, f.reason.trim())
+    })
 }
 
 async fn ui_revoke(
@@ -315,12 +325,7 @@ async fn ui_revoke(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (_, who) = match checked(&app, &headers, &f) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    match app.revoke(&who, &id) {
-        Ok(_) => Redirect::to("/grants").into_response(),
-        Err(ApiError(code, msg)) => page(code, "Not revoked", &esc(&msg)),
-    }
+    acted(&app, &headers, &f, "Not revoked", "/grants", |who| {
+        app.revoke(who, &id)
+    })
 }
