@@ -186,7 +186,7 @@ def test_the_hmac_command_finds_a_value_in_the_log(audited, tmp_path):
     stack, canaries = audited
     key_file = tmp_path / "audit.key"
     key_file.write_text(stack_module.DEV_AUDIT_KEY + "\n")
-    subprocess.run(["cargo", "build", "-q", "--bin", "secretgate"], cwd=REPO_ROOT, check=True, timeout=600)
+    subprocess.run(["cargo", "build", "-q", "-p", "secretgate-cli"], cwd=REPO_ROOT, check=True, timeout=600)
     command = [str(REPO_ROOT / "target" / "debug" / "secretgate"), "hmac", "--key-file", str(key_file)]
     by_argument = subprocess.run([*command, canaries["kv2"]], capture_output=True, text=True, check=True).stdout.strip()
     by_stdin = subprocess.run(command, input=canaries["kv2"] + "\n", capture_output=True, text=True, check=True).stdout.strip()
