@@ -72,7 +72,7 @@ from stack import (  # noqa: E402
     _json_access_log,
     _loopback_cluster,
     _router_filter,
-    _secretgate_filter,
+    secretgate_filter,
     _socket_address,
     _spawn,
     envoy_binary,
@@ -303,7 +303,7 @@ def bench_envoy_config(mode: str, listen: int, admin: int, upstream: int, authz:
     filters = []
     clusters = {"upstream": upstream}
     if mode.startswith("sg-") or mode == "wasm-noop":
-        filters.append(_secretgate_filter(wasm, json.dumps(configuration)))
+        filters.append(secretgate_filter(wasm, json.dumps(configuration)))
     elif mode.startswith("authz-"):
         filters.append(_ext_authz_filter())
         clusters["cedar_authz"] = authz

@@ -54,7 +54,7 @@ from stacklib.envoy_config import (  # noqa: F401 (re-exported)
     _jwt_authn_filter,
     _loopback_cluster,
     _router_filter,
-    _secretgate_filter,
+    secretgate_filter,
     _socket_address,
     downstream_tls_context,
     envoy_config,
